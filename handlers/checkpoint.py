@@ -1,0 +1,182 @@
+"""Atomic, rotating checkpoints of everything a run needs to continue exactly, and the resume itself.
+
+Built on Ignite's ``Checkpoint`` and ``DiskSaver``, with their traps handled (design.md):
+
+- the saver never requires an empty folder (a resumed run writes into its own), writes atomically (temp file +
+  rename: a process killed at any instant leaves the previous checkpoint whole) and tolerates a rotated-out file
+  that is already gone;
+- ``include_self=True``, so a resumed run knows the files it must rotate out;
+- ``n_saved >= 2``: ``Checkpoint`` removes the oldest file *before* writing the new one, so with one slot a kill in
+  between would leave none;
+- metrics such as ``RunningAverage`` reset themselves on ``Events.STARTED``, which fires again on resume: their saved
+  state is re-applied after that reset;
+- a checkpoint holds only tensors, numbers, strings, lists and dicts and is read with ``weights_only=True``.
+"""
+
+import math
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+from ignite.metrics import Metric
+
+from runner.errors import UserError
+from runner.rng import GlobalRNG
+
+CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
+
+
+class RunDirSaver(DiskSaver):
+    """``DiskSaver`` for a run's own ``checkpoints/`` folder: atomic, reusable, tolerant of missing files."""
+
+    def __init__(self, dirname: str | Path):
+        super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
+
+    def remove(self, filename: str) -> None:
+        # After a resume from an older checkpoint its list can name a file a crash never finished.
+        (self.dirname / filename).unlink(missing_ok=True)
+
+
+class SettingsRecord:
+    """The run's resolved settings, stored inside every checkpoint (loading it changes nothing)."""
+
+    def __init__(self, settings: Mapping[str, Any]):
+        self.settings = dict(settings)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass  # compatibility is checked before loading, by runner.settings.from_saved
+
+
+def output_is_finite(output: Any) -> bool:
+    """True when every number in a process function's output (a float or a dict of floats) is finite."""
+    if isinstance(output, Mapping):
+        return all(output_is_finite(value) for value in output.values())
+    if isinstance(output, torch.Tensor):
+        return bool(torch.isfinite(output).all())
+    if isinstance(output, int | float):
+        return math.isfinite(output)
+    return True
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """``checkpoint_<iteration>.pt`` files in ``directory``, oldest iteration first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(match[1]), path) for path in directory.iterdir() if (match := CHECKPOINT_NAME.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``, onto the CPU); unreadable files raise ``UserError``."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} is not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(checkpoint, dict) or "settings" not in checkpoint or "trainer" not in checkpoint:
+        raise UserError(f"{path} is not a checkpoint of this runner")
+    return checkpoint
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from: ``path`` itself, or the newest readable one of a run directory.
+
+    A run directory's newest file may be torn (say, by a full disk); older ones are tried, with a warning.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--resume {path}: no such file or directory")
+    if path.is_file():
+        return path, load_checkpoint(path)
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    files = checkpoint_files(directory)
+    if not files:
+        raise UserError(f"--resume {path}: no checkpoint_<iteration>.pt files in {directory}")
+    for candidate in reversed(files):
+        try:
+            return candidate, load_checkpoint(candidate)
+        except UserError as error:
+            print(f"warning: skipping {error}", file=sys.stderr)
+    raise UserError(f"--resume {path}: none of the {len(files)} checkpoints in {directory} is readable")
+
+
+def run_dir_of_checkpoint(path: Path) -> Path:
+    """The run directory a checkpoint file or run directory belongs to."""
+    if path.is_dir():
+        return path.parent if path.name == "checkpoints" else path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+class ExactResume:
+    """Periodic and end-of-run checkpoints, and the restore that makes a resumed run continue exactly.
+
+    ``to_save`` maps names to objects with ``state_dict``/``load_state_dict``: the engine, models, optimizers,
+    metrics, the data stream. The global RNGs and the settings are added here.
+
+        resume = ExactResume({"trainer": trainer, "generator": g, ...}, run.checkpoints, every=1000, settings=cfg)
+        resume.attach(trainer)  # attach after the metrics: their saved state is re-applied after they reset
+        if checkpoint is not None:
+            resume.load(checkpoint)
+        trainer.run(stream, max_iters=...)
+    """
+
+    def __init__(
+        self,
+        to_save: Mapping[str, Any],
+        directory: Path,
+        every: int,
+        settings: Mapping[str, Any],
+        n_saved: int = 2,
+    ):
+        if n_saved < 2:
+            raise ValueError("n_saved must be >= 2: a kill during rotation must leave a whole checkpoint")
+        self.to_save = {**to_save, "rng": GlobalRNG(), "settings": SettingsRecord(settings)}
+        self.directory = Path(directory)
+        self.every = every
+        self.checkpoint = Checkpoint(
+            self.to_save,
+            RunDirSaver(self.directory),
+            n_saved=n_saved,
+            include_self=True,
+            global_step_transform=lambda engine, _: engine.state.iteration,
+        )
+        self._metric_states: dict[str, Any] = {}
+
+    def attach(self, engine: Engine) -> "ExactResume":
+        engine.add_event_handler(Events.STARTED, self._reapply_metric_states)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+        return self
+
+    @property
+    def last_path(self) -> Path | None:
+        last = self.checkpoint.last_checkpoint
+        return None if last is None else self.directory / Path(last).name
+
+    def save(self, engine: Engine) -> None:
+        """Save now, unless this iteration is saved already or its output is NaN/Inf (keep the last good one)."""
+        if engine.state.iteration == 0 or not output_is_finite(engine.state.output):
+            return
+        last = self.last_path
+        if last is not None and last.name == f"checkpoint_{engine.state.iteration}.pt" and last.exists():
+            return
+        self.checkpoint(engine)
+
+    def load(self, checkpoint: Mapping[str, Any]) -> None:
+        Checkpoint.load_objects({**self.to_save, "checkpointer": self.checkpoint}, dict(checkpoint))
+        self._metric_states = {name: checkpoint[name] for name, obj in self.to_save.items() if isinstance(obj, Metric)}
+
+    def _reapply_metric_states(self, _: Engine) -> None:
+        for name, state in self._metric_states.items():
+            self.to_save[name].load_state_dict(state)
+        self._metric_states = {}

@@ -1,0 +1,67 @@
+"""``metrics.jsonl``: one JSON object per logged iteration or evaluation, appended, never truncated.
+
+    log = MetricsLog(run.metrics_path, every=100).attach(trainer)
+    # {"iteration": 100, "loss_gen": 2.31, "loss_dis": 0.41, "avg_loss_gen": 2.05, ..., "iters_per_sec": 4.8}
+
+A resumed run appends to the same file: iterations between the checkpoint and the moment the first run died appear
+twice, and the later record is the one that counts (``records_by_iteration``). A ``{"resumed_from": N}`` line marks
+each resume.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+
+
+def _plain(value: Any) -> Any:
+    """Numbers as JSON can hold them; NaN/Inf become strings so the file stays valid JSON."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricsLog:
+    """Appends ``{"iteration", <process output>, <engine metrics>}`` every ``every`` iterations."""
+
+    def __init__(self, path: Path, every: int):
+        self.path = Path(path)
+        self.every = every
+
+    def attach(self, engine: Engine) -> "MetricsLog":
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.log_iteration)
+        return self
+
+    def log_iteration(self, engine: Engine) -> None:
+        output = engine.state.output if isinstance(engine.state.output, dict) else {"output": engine.state.output}
+        self.write({"iteration": engine.state.iteration, **output, **engine.state.metrics})
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps({key: _plain(value) for key, value in record.items()})
+        with self.path.open("a+b") as file:
+            # A process killed mid-write leaves a torn last line: start on a fresh line after it.
+            if file.tell() > 0:
+                file.seek(-1, 2)
+                if file.read(1) != b"\n":
+                    file.write(b"\n")
+            file.write(line.encode() + b"\n")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed record, in file order (a torn line left by a killed process is skipped)."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def records_by_iteration(path: Path) -> dict[int, dict[str, Any]]:
+    """Iteration -> its record; after a resume, the resumed run's record replaces the first run's."""
+    return {record["iteration"]: record for record in read_records(path) if "iteration" in record}

@@ -1,0 +1,42 @@
+"""What a user sees while a run goes: Ignite's ``ProgressBar`` on a terminal, one plain line per report otherwise.
+
+attach_progress(trainer, every=100, metric_names=["avg_loss_gen", "avg_loss_dis"])
+"""
+
+import sys
+from collections.abc import Sequence
+
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+
+
+def _format(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class ConsoleReport:
+    """Every ``every`` iterations: ``iter 100/50000 | loss_gen 2.31 | ... | iters_per_sec 4.8`` on stdout."""
+
+    def __init__(self, every: int, names: Sequence[str]):
+        self.every = every
+        self.names = list(names)
+
+    def attach(self, engine: Engine) -> "ConsoleReport":
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.report)
+        return self
+
+    def report(self, engine: Engine) -> None:
+        values = {**(engine.state.output if isinstance(engine.state.output, dict) else {}), **engine.state.metrics}
+        shown = " | ".join(f"{name} {_format(values[name])}" for name in self.names if name in values)
+        total = engine.state.max_iters or ""
+        print(f"iter {engine.state.iteration}/{total} | {shown}", flush=True)
+
+
+def attach_progress(engine: Engine, every: int, metric_names: Sequence[str], interactive: bool | None = None) -> None:
+    """A progress bar when stderr is a terminal, else plain report lines (logs stay readable in files and CI)."""
+    if interactive is None:
+        interactive = sys.stderr.isatty()
+    if interactive:
+        ProgressBar(persist=True).attach(engine, metric_names=list(metric_names))
+    else:
+        ConsoleReport(every, ["loss_gen", "loss_dis", *metric_names]).attach(engine)

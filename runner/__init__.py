@@ -1,0 +1,1 @@
+"""Shared launcher plumbing: typed settings and flags, devices, RNGs, run directories, clean user errors."""

@@ -1,0 +1,157 @@
+"""The Atari GAN task (Deep RL Hands-On, chapter 3): its settings and the composition of one training run.
+
+This lives in the package rather than in ``scripts/atari_gan.py`` so that sweeps and tests can start a run
+in-process; the launcher script only hands the command line to ``runner.cli.launch``.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from ignite.handlers import TensorboardLogger, TerminateOnNan
+from ignite.metrics import RunningAverage
+
+from datasets.atari import DEFAULT_GAMES, FrameStream, check_games
+from engines.gan import create_gan_trainer
+from handlers import (
+    ExactResume,
+    GracefulStop,
+    MetricsLog,
+    SampleSheets,
+    Throughput,
+    attach_progress,
+    output_is_finite,
+)
+from handlers.checkpoint import run_dir_of_checkpoint
+from models.dcgan import Discriminator, Generator, stride2_stages
+from runner.device import resolve_device
+from runner.rng import seed_everything
+from runner.rundir import RunDirectory
+from runner.settings import in_open_unit_interval, non_negative, positive, setting, settings_dict
+
+SHEET_SIZE = 64  # images per sample sheet, as the chapter's make_grid(...[:64])
+
+
+def at_least_two(value: int) -> None:
+    if value < 2:
+        raise ValueError("must be at least 2 (a kill while rotating must leave one whole checkpoint)")
+
+
+def image_side(value: int) -> None:
+    stride2_stages(value)  # raises ValueError with the reason
+
+
+@dataclass(frozen=True)
+class AtariGanSettings:
+    # where, how long, how often
+    dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
+    seed: int = setting(0, "seeds the weights, the noise, the emulators and the agent's actions", check=non_negative)
+    output_dir: str = setting("", "run directory (default: runs/atari_gan-<date>-<time>)", resume="free")
+    resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
+    max_iters: int = setting(
+        50_000, "total iterations; a resumed run continues up to it", check=positive, resume="free"
+    )
+    log_every: int = setting(
+        100, "iterations between metrics.jsonl records and report lines", check=positive, resume="free"
+    )
+    image_every: int = setting(
+        1000, "iterations between sample sheets (PNG and TensorBoard)", check=positive, resume="free"
+    )
+    checkpoint_every: int = setting(
+        1000, "iterations between checkpoints (one more at the end)", check=positive, resume="free"
+    )
+    keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest ones)", check=at_least_two, resume="free")
+    # data: the chapter's three games, 16 frames of 64x64 per batch
+    games: tuple[str, ...] = setting(DEFAULT_GAMES, "ALE games the random agent plays", check=check_games)
+    batch_size: int = setting(16, "frames per batch", check=positive)
+    image_size: int = setting(64, "side of the square frames, a power of two >= 8", check=image_side)
+    # model and optimizer: the chapter's
+    latent_size: int = setting(100, "length of the generator's noise vector", check=positive)
+    filters: int = setting(64, "filters of the first discriminator / last generator layer", check=positive)
+    lr: float = setting(1e-4, "Adam learning rate of both networks", check=positive)
+    beta1: float = setting(0.5, "Adam beta1 of both networks (beta2 is 0.999)", check=in_open_unit_interval)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(settings: AtariGanSettings, checkpoint: tuple[Path, dict[str, Any]] | None = None) -> int:
+    """Train (or continue) one run; returns the process exit code."""
+    device = resolve_device(settings.dev)
+    start_iteration = checkpoint[1]["trainer"]["iteration"] if checkpoint else 0
+    if start_iteration >= settings.max_iters:
+        say(f"nothing to do: {checkpoint[0]} is at iteration {start_iteration}; raise --max-iters to train further")
+        return 0
+    run_dir = Path(settings.output_dir)
+    continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
+    with RunDirectory.open(run_dir, continuing=continuing) as run:
+        run.write_config(settings_dict(settings))
+        seed_everything(settings.seed)
+        stream = FrameStream(settings.games, settings.batch_size, settings.image_size, settings.seed)
+        generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size).to(device)
+        discriminator = Discriminator(settings.image_size, 3, settings.filters).to(device)
+        betas = (settings.beta1, 0.999)
+        gen_optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
+        dis_optimizer = torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas)
+        trainer = create_gan_trainer(generator, discriminator, gen_optimizer, dis_optimizer, device)
+
+        # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
+        averages = {}
+        for loss in ("loss_gen", "loss_dis"):
+            averages[f"avg_{loss}"] = RunningAverage(output_transform=lambda out, key=loss: out[key])
+            averages[f"avg_{loss}"].attach(trainer, f"avg_{loss}")
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+        Throughput(settings.log_every, settings.batch_size).attach(trainer)
+        # purge_step: TensorBoard hides what the interrupted run logged after the checkpoint.
+        tb_logger = TensorboardLogger(log_dir=str(run.path), purge_step=start_iteration + 1 if checkpoint else None)
+        tb_logger.attach_output_handler(
+            trainer,
+            event_name=Events.ITERATION_COMPLETED(every=settings.log_every),
+            tag="train",
+            output_transform=lambda out: out,
+            metric_names="all",
+        )
+        metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
+        noise_source = torch.Generator().manual_seed(settings.seed)  # its own generator: sheets draw no shared RNG
+        fixed_noise = torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=noise_source).to(device)
+        SampleSheets(generator, fixed_noise, run.samples, settings.image_every, tb_logger).attach(trainer)
+        attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
+        to_save = {
+            "trainer": trainer,
+            "generator": generator,
+            "discriminator": discriminator,
+            "gen_optimizer": gen_optimizer,
+            "dis_optimizer": dis_optimizer,
+            "stream": stream,
+            **averages,
+        }
+        resume = ExactResume(
+            to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings), settings.keep_checkpoints
+        ).attach(trainer)
+        if checkpoint is not None:
+            resume.load(checkpoint[1])
+            metrics_log.write({"resumed_from": start_iteration, "checkpoint": str(checkpoint[0])})
+
+        with GracefulStop(trainer) as stop:
+            trainer.run(stream, max_iters=settings.max_iters, epoch_length=None if checkpoint else settings.max_iters)
+        tb_logger.close()
+        stream.close()
+        return report_end(trainer.state, stop.signal_name, resume.last_path, run.path)
+
+
+def report_end(state: Any, signal_name: str | None, last_checkpoint: Path | None, run_path: Path) -> int:
+    if not output_is_finite(state.output):
+        say(
+            f"training stopped at iteration {state.iteration}: a loss became NaN or infinite; "
+            f"the last good checkpoint is {last_checkpoint}"
+        )
+        return 1
+    how = f"stopped by {signal_name}" if signal_name else "finished"
+    say(f"{how} at iteration {state.iteration}; checkpoint {last_checkpoint}")
+    say(f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1")
+    say(f"  continue: python scripts/atari_gan.py --resume {run_path} --max-iters N")
+    return 128 + 2 if signal_name == "SIGINT" else 128 + 15 if signal_name else 0

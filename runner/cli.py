@@ -1,0 +1,46 @@
+"""The launcher flow every task shares: flags -> settings (or a checkpoint's settings) -> train -> exit code.
+
+    launch(AtariGanSettings, train, prog="atari_gan.py", description=__doc__)
+
+``train(settings, checkpoint)`` receives ``checkpoint`` as ``(path, state)`` when ``--resume`` was given. Settings of
+a resumed run are the checkpoint's, with the flags given on top; a flag that would change what the checkpoint holds
+(sizes, games, learning rate, seed) is refused.
+"""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from handlers.checkpoint import find_checkpoint, run_dir_of_checkpoint
+from runner.errors import exit_cleanly
+from runner.rundir import default_output_dir
+from runner.settings import from_saved, make_settings, parse_flags
+
+Checkpoint = tuple[Path, dict[str, Any]]
+
+
+def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, Checkpoint | None]:
+    if not explicit.get("resume"):
+        output_dir = explicit.get("output_dir") or default_output_dir(task)
+        return make_settings(settings_cls, {**explicit, "output_dir": output_dir}), None
+    path, state = find_checkpoint(explicit["resume"])
+    output_dir = explicit.get("output_dir") or str(run_dir_of_checkpoint(path))
+    settings = from_saved(settings_cls, state["settings"], {**explicit, "output_dir": output_dir}, source=str(path))
+    return settings, (path, state)
+
+
+def launch(
+    settings_cls: type,
+    train: Callable[[Any, Checkpoint | None], int],
+    prog: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    task = Path(prog).stem
+
+    def main() -> int:
+        explicit = parse_flags(settings_cls, argv, prog, description)
+        settings, checkpoint = resolve_settings(settings_cls, explicit, task)
+        return train(settings, checkpoint)
+
+    exit_cleanly(main, prog)

@@ -1,0 +1,102 @@
+"""One folder per run: ``config.json`` (written first), ``metrics.jsonl``, TensorBoard event files, ``checkpoints/``,
+``samples/``. A resumed run appends to its own folder; nothing in it is truncated or overwritten.
+
+Opening a run directory takes an exclusive lock on ``<run>/.lock`` for the life of the process: a second process
+started on the same folder is refused instead of interleaving its writes.
+
+    with RunDirectory.open("runs/gan", continuing=False) as run:
+        run.write_config(settings_dict(settings))
+"""
+
+import fcntl
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import UserError
+
+
+def default_output_dir(task: str) -> str:
+    return str(Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+class RunDirectory:
+    def __init__(self, path: Path, lock_fd: int):
+        self.path = path
+        self.config_path = path / "config.json"
+        self.metrics_path = path / "metrics.jsonl"
+        self.checkpoints = path / "checkpoints"
+        self.samples = path / "samples"
+        self._lock_fd = lock_fd
+
+    @classmethod
+    def open(cls, path: str | Path, continuing: bool) -> "RunDirectory":
+        """Create (or, when ``continuing``, reopen) a run directory and lock it.
+
+        A folder that already holds a run is only reopened to continue that run: starting a new run there would mix
+        two runs' logs and rotate away the other run's checkpoints.
+        """
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create output directory {path}: {error.strerror or error}") from None
+        if not path.is_dir():
+            raise UserError(f"output directory {path} exists and is not a directory")
+        lock_fd = cls._lock(path)
+        run = cls(path, lock_fd)
+        if not continuing and run.holds_run():
+            run.close()
+            raise UserError(
+                f"{path} already holds a run; continue it with --resume {path} or pick another --output-dir"
+            )
+        run._remove_partial_writes()
+        return run
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        try:
+            fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f"cannot write to output directory {path}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{path} is in use by another running process") from None
+        return fd
+
+    def holds_run(self) -> bool:
+        return self.config_path.exists() or self.metrics_path.exists() or self.checkpoints.exists()
+
+    def _remove_partial_writes(self) -> None:
+        """Temp files of atomic writes that a killed process never renamed (we hold the lock: nobody else writes)."""
+        for folder, pattern in ((self.checkpoints, "tmp*"), (self.samples, "*.tmp"), (self.path, "*.tmp")):
+            if folder.is_dir():
+                for leftover in folder.glob(pattern):
+                    if leftover.is_file() and not leftover.name.endswith(".pt"):
+                        leftover.unlink()
+
+    def write_config(self, settings: dict[str, Any]) -> None:
+        """``config.json`` describes the run as first started; a continuing run leaves it as it is."""
+        if not self.config_path.exists():
+            write_json_atomically(self.config_path, settings)
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    def __enter__(self) -> "RunDirectory":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,156 @@
+"""One typed settings dataclass per task; command-line flags are generated from it.
+
+Each field is declared with ``setting(default, help, ...)``: its flag is ``--field-name``, its help the one-line
+comment, and ``check`` validates the value at start (not when the line that uses it runs). ``resume="free"`` marks
+the fields a resumed run may change (where to run, how long, how often to log); every other field must stay as the
+checkpoint has it, because the saved weights, optimizer states and data stream depend on it.
+
+    @dataclass(frozen=True)
+    class MySettings:
+        lr: float = setting(1e-3, "learning rate", check=positive)
+
+    explicit = parse_flags(MySettings, ["--lr", "0.01"], prog="my_task")   # {"lr": 0.01}
+    settings = make_settings(MySettings, explicit)
+"""
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from runner.errors import EXIT_USER_ERROR, UserError
+
+Check = Callable[[Any], None]  # raises ValueError with a short reason
+
+
+def setting(default: Any, help: str, *, check: Check | None = None, resume: str = "fixed") -> Any:
+    if resume not in ("fixed", "free"):
+        raise ValueError(f"resume must be 'fixed' or 'free', got {resume!r}")
+    return dataclasses.field(default=default, metadata={"help": help, "check": check, "resume": resume})
+
+
+def positive(value: float) -> None:
+    if not value > 0:
+        raise ValueError("must be positive")
+
+
+def non_negative(value: float) -> None:
+    if value < 0:
+        raise ValueError("must not be negative")
+
+
+def in_open_unit_interval(value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValueError("must be in [0, 1)")
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr, not the usage block plus a line."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _field_types(settings_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(settings_cls)
+
+
+def build_parser(settings_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """Flags for every field; defaults are suppressed so the parsed namespace holds only what the user gave."""
+    parser = OneLineParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    types = _field_types(settings_cls)
+    for field in dataclasses.fields(settings_cls):
+        kind = types[field.name]
+        help_text = f"{field.metadata['help']} (default: {_show_default(field.default)})"
+        if kind is bool:
+            parser.add_argument(flag_name(field.name), action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            parser.add_argument(flag_name(field.name), nargs="+", type=item, metavar=field.name.upper(), help=help_text)
+        else:
+            parser.add_argument(flag_name(field.name), type=kind, metavar=field.name.upper(), help=help_text)
+    return parser
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return repr(value) if value == "" else str(value)
+
+
+def parse_flags(settings_cls: type, argv: Sequence[str] | None, prog: str, description: str = "") -> dict[str, Any]:
+    namespace = build_parser(settings_cls, prog, description).parse_args(argv)
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in vars(namespace).items()}
+
+
+def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
+    """Build and check a settings object; unknown names, wrong types and bad values raise ``UserError``."""
+    fields = {field.name: field for field in dataclasses.fields(settings_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"unknown setting(s): {', '.join(unknown)}")
+    types = _field_types(settings_cls)
+    for name, value in values.items():
+        _check_type(name, value, types[name])
+    settings = settings_cls(**values)
+    for name, field in fields.items():
+        check = field.metadata.get("check")
+        if check is not None:
+            value = getattr(settings, name)
+            try:
+                check(value)
+            except ValueError as reason:
+                shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+                raise UserError(f"{flag_name(name)} {shown}: {reason}") from None
+    validate = getattr(settings, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ValueError as reason:
+            raise UserError(str(reason)) from None
+    return settings
+
+
+def _check_type(name: str, value: Any, kind: Any) -> None:
+    if typing.get_origin(kind) is tuple:
+        ok = isinstance(value, tuple | list) and all(isinstance(v, typing.get_args(kind)[0]) for v in value)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise UserError(f"setting {name} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """JSON-ready copy (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def from_saved(settings_cls: type, saved: Mapping[str, Any], explicit: Mapping[str, Any], source: str) -> Any:
+    """Settings of a resumed run: the checkpoint's, with the flags the user gave on top.
+
+    A flag that changes a ``resume="fixed"`` setting is refused: the checkpoint cannot continue under it.
+    """
+    fields = {field.name: field for field in dataclasses.fields(settings_cls)}
+    unknown = sorted(set(saved) - set(fields))
+    if unknown:
+        raise UserError(f"{source} was made by another task or version (unknown settings: {', '.join(unknown)})")
+    for name, value in explicit.items():
+        saved_value = saved.get(name, fields[name].default)
+        if isinstance(saved_value, list):
+            saved_value = tuple(saved_value)
+        if fields[name].metadata["resume"] == "fixed" and value != saved_value:
+            raise UserError(
+                f"{flag_name(name)} {_show_default(value)} conflicts with {source}, made with "
+                f"{flag_name(name)} {_show_default(saved_value)}; drop the flag or start a new run"
+            )
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    return make_settings(settings_cls, {**merged, **explicit})
