@@ -17,9 +17,13 @@ from ignite.engine import Engine, Events
 
 
 def _plain(value: Any) -> Any:
-    """Numbers as JSON can hold them; NaN/Inf become strings so the file stays valid JSON."""
-    if hasattr(value, "item"):
-        value = value.item()
+    """Values as JSON can hold them: tensors to numbers or lists, NaN/Inf to strings (the file stays valid JSON)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value

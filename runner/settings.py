@@ -95,6 +95,7 @@ def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
     if unknown:
         raise UserError(f"unknown setting(s): {', '.join(unknown)}")
     types = _field_types(settings_cls)
+    values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
     for name, value in values.items():
         _check_type(name, value, types[name])
     settings = settings_cls(**values)
@@ -126,7 +127,7 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise UserError(f"setting {name} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+        raise UserError(f"{flag_name(name)} must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""Shared helpers: tiny sizes so a whole Atari GAN run takes a couple of seconds on 2 cores."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = REPO / "scripts" / "atari_gan.py"
+# The chapter's model at smoke size: 16x16 frames, 4 filters, batches of 4, latent 8.
+TINY = ["--dev", "cpu", "--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
+
+
+def run_launcher(*args: str, timeout: float = 120, script: Path = LAUNCHER) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
+    )
+
+
+def start_launcher(*args: str, script: Path = LAUNCHER) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` (to show a refused command changed nothing)."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def tiny_settings():
+    """AtariGanSettings at smoke size for in-process runs."""
+    from runner.atari_gan import AtariGanSettings
+    from runner.settings import make_settings
+
+    def build(output_dir: Path, **overrides):
+        values = dict(
+            dev="cpu", image_size=16, filters=4, batch_size=4, latent_size=8, seed=1, max_iters=20, log_every=1,
+            checkpoint_every=5, image_every=10, output_dir=str(output_dir),
+        )  # fmt: skip
+        return make_settings(AtariGanSettings, {**values, **overrides})
+
+    return build

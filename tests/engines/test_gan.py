@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+
+from engines.gan import create_gan_trainer
+from models.dcgan import Discriminator, Generator
+
+
+def make_pair(seed=0):
+    torch.manual_seed(seed)
+    generator = Generator(image_size=8, filters=2, latent_size=4)
+    discriminator = Discriminator(image_size=8, filters=2)
+    gen_optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    dis_optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    trainer = create_gan_trainer(generator, discriminator, gen_optimizer, dis_optimizer, torch.device("cpu"))
+    return trainer, generator, discriminator
+
+
+def real_batches(n, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(4, 3, 8, 8, generator=generator) * 2 - 1 for _ in range(n)]
+
+
+def test_step_returns_both_losses_as_python_floats():
+    trainer, _, _ = make_pair()
+    state = trainer.run(real_batches(2), max_epochs=1)
+    assert set(state.output) == {"loss_dis", "loss_gen"}
+    assert all(isinstance(value, float) and math.isfinite(value) for value in state.output.values())
+
+
+def test_first_step_losses_match_a_hand_written_chapter_step():
+    """The book's step with Sigmoid + BCELoss, written out by hand, gives the same losses."""
+    trainer, generator, discriminator = make_pair(seed=0)
+    reference_gen, reference_dis = Generator(8, 3, 2, 4), Discriminator(8, 3, 2)
+    reference_gen.load_state_dict(generator.state_dict())
+    reference_dis.load_state_dict(discriminator.state_dict())
+    batch = real_batches(1)
+
+    torch.manual_seed(42)
+    output = trainer.run(batch, max_epochs=1).output
+
+    torch.manual_seed(42)
+    noise = torch.randn(4, 4, 1, 1)
+    fake = reference_gen(noise)
+    bce = torch.nn.BCELoss()
+    ones, zeros = torch.ones(4), torch.zeros(4)
+    dis_loss = bce(torch.sigmoid(reference_dis(batch[0])), ones) + bce(
+        torch.sigmoid(reference_dis(fake.detach())), zeros
+    )
+    dis_opt = torch.optim.Adam(reference_dis.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    dis_opt.zero_grad()
+    dis_loss.backward()
+    dis_opt.step()
+    gen_loss = bce(torch.sigmoid(reference_dis(fake)), ones)
+    assert output["loss_dis"] == pytest.approx(dis_loss.item(), rel=1e-5)
+    assert output["loss_gen"] == pytest.approx(gen_loss.item(), rel=1e-5)
+
+
+def test_discriminator_step_sends_no_gradient_into_the_generator():
+    """The fakes are detached for the D step: when D's optimizer steps, G has received no gradient yet."""
+    torch.manual_seed(0)
+    generator, discriminator = Generator(8, 3, 2, 4), Discriminator(8, 3, 2)
+    gen_optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    dis_optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    generator_grads_at_dis_step = []
+    original_step = dis_optimizer.step
+
+    def recording_step(*args, **kwargs):
+        generator_grads_at_dis_step.append([p.grad for p in generator.parameters()])
+        return original_step(*args, **kwargs)
+
+    dis_optimizer.step = recording_step
+    before = [p.detach().clone() for p in generator.parameters()]
+    trainer = create_gan_trainer(generator, discriminator, gen_optimizer, dis_optimizer, torch.device("cpu"))
+    trainer.run(real_batches(1), max_epochs=1)
+    assert all(grad is None for grad in generator_grads_at_dis_step[0])
+    assert any(not torch.equal(a, b) for a, b in zip(before, generator.parameters(), strict=True)), "G step moves G"
+
+
+def test_training_moves_both_networks_and_is_reproducible():
+    first, g1, d1 = make_pair(seed=0)
+    torch.manual_seed(7)
+    out1 = first.run(real_batches(5), max_epochs=1).output
+    second, g2, d2 = make_pair(seed=0)
+    torch.manual_seed(7)
+    out2 = second.run(real_batches(5), max_epochs=1).output
+    assert out1 == out2
+    assert all(torch.equal(a, b) for a, b in zip(g1.state_dict().values(), g2.state_dict().values(), strict=True))

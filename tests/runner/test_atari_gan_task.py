@@ -1,0 +1,49 @@
+"""The task's composition, in-process (faster than a subprocess, and lets a test inject a failure)."""
+
+import math
+
+import torch
+
+import runner.atari_gan as task
+from handlers.checkpoint import checkpoint_files, find_checkpoint
+from handlers.metrics_log import records_by_iteration
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_settings, monkeypatch, capsys):
+    real_factory = task.create_gan_trainer
+
+    def factory_that_diverges_at_12(*args, **kwargs):
+        engine = real_factory(*args, **kwargs)
+        step = engine._process_function
+
+        def diverging_step(engine, batch):
+            output = step(engine, batch)
+            return {**output, "loss_gen": math.nan} if engine.state.iteration == 12 else output
+
+        engine._process_function = diverging_step
+        return engine
+
+    monkeypatch.setattr(task, "create_gan_trainer", factory_that_diverges_at_12)
+    settings = tiny_settings(tmp_path / "run", max_iters=20, checkpoint_every=5, image_every=5)
+    assert task.train(settings) == 1
+    assert "iteration 12: a loss became NaN" in capsys.readouterr().err
+    assert [p.name for p in checkpoint_files(tmp_path / "run" / "checkpoints")] == [
+        "checkpoint_5.pt",
+        "checkpoint_10.pt",
+    ]
+    assert not (tmp_path / "run" / "samples" / "fake_0000012.png").exists()
+    path, state = find_checkpoint(tmp_path / "run")
+    assert path.name == "checkpoint_10.pt"
+    assert all(torch.isfinite(value).all() for value in state["generator"].values() if value.is_floating_point())
+
+
+def test_resume_into_a_new_directory_starts_a_new_run_folder(tmp_path, tiny_settings):
+    first = tiny_settings(tmp_path / "first", max_iters=10)
+    assert task.train(first) == 0
+    checkpoint = find_checkpoint(tmp_path / "first")
+    second = tiny_settings(tmp_path / "second", max_iters=15, resume=str(tmp_path / "first"))
+    assert task.train(second, checkpoint) == 0
+    records = records_by_iteration(tmp_path / "second" / "metrics.jsonl")
+    assert sorted(records) == list(range(11, 16))
+    assert (tmp_path / "second" / "config.json").exists()
+    assert max(records_by_iteration(tmp_path / "first" / "metrics.jsonl")) == 10  # the original is untouched

@@ -1,0 +1,53 @@
+"""resolve_device: cpu always, cuda only where it can be used, everything else a clear UserError."""
+
+import pytest
+import torch
+
+from runner.device import resolve_device
+from runner.errors import UserError
+
+
+def test_cpu_resolves_to_the_cpu_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_without_cuda_is_a_user_error_saying_so(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    with pytest.raises(UserError) as error:
+        resolve_device(name)
+
+    assert "CUDA is not available" in str(error.value)
+    assert name in str(error.value)
+    assert "--dev cpu" in str(error.value)
+
+
+def test_a_cuda_index_beyond_the_devices_present_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+    with pytest.raises(UserError, match=r"2 CUDA device\(s\) \(cuda:0\.\.cuda:1\)"):
+        resolve_device("cuda:3")
+    with pytest.raises(UserError):
+        resolve_device("cuda:2")
+
+
+def test_an_existing_cuda_device_resolves(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize("name", ["banana", "", "gpu", "cuda:x"])
+def test_a_name_that_is_not_a_device_is_a_user_error(name):
+    with pytest.raises(UserError, match="is not a device"):
+        resolve_device(name)
+
+
+@pytest.mark.parametrize("name", ["mps", "meta", "xpu"])
+def test_other_device_types_are_a_user_error(name):
+    with pytest.raises(UserError, match="only cpu and cuda"):
+        resolve_device(name)
