@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Events
-from ignite.handlers import TensorboardLogger, TerminateOnNan
-from ignite.metrics import RunningAverage
+from ignite.handlers import TerminateOnNan
 
 from datasets.atari import DEFAULT_GAMES, FrameStream, check_games
 from engines.gan import create_gan_trainer
@@ -26,6 +25,7 @@ from handlers import (
     output_is_finite,
 )
 from handlers.checkpoint import run_dir_of_checkpoint
+from handlers.logging import attach_running_averages, attach_tensorboard
 from models.dcgan import Discriminator, Generator, stride2_stages
 from runner.device import resolve_device
 from runner.rng import seed_everything
@@ -79,12 +79,39 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@dataclass
+class Gan:
+    generator: Generator
+    discriminator: Discriminator
+    gen_optimizer: torch.optim.Optimizer
+    dis_optimizer: torch.optim.Optimizer
+
+
+def build_gan(settings: AtariGanSettings, device: torch.device) -> Gan:
+    """The chapter's networks and their two Adam optimizers."""
+    generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size).to(device)
+    discriminator = Discriminator(settings.image_size, 3, settings.filters).to(device)
+    betas = (settings.beta1, 0.999)
+    return Gan(
+        generator,
+        discriminator,
+        torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas),
+    )
+
+
+def fixed_noise(settings: AtariGanSettings, device: torch.device) -> torch.Tensor:
+    """The sample sheets' noise, from its own generator: writing sheets draws nothing from the shared RNGs."""
+    source = torch.Generator().manual_seed(settings.seed)
+    return torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=source).to(device)
+
+
 def train(settings: AtariGanSettings, checkpoint: tuple[Path, dict[str, Any]] | None = None) -> int:
     """Train (or continue) one run; returns the process exit code."""
     device = resolve_device(settings.dev)
-    start_iteration = checkpoint[1]["trainer"]["iteration"] if checkpoint else 0
-    if start_iteration >= settings.max_iters:
-        say(f"nothing to do: {checkpoint[0]} is at iteration {start_iteration}; raise --max-iters to train further")
+    resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
+    if resumed_at is not None and resumed_at >= settings.max_iters:
+        say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
         return 0
     run_dir = Path(settings.output_dir)
     continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
@@ -92,54 +119,34 @@ def train(settings: AtariGanSettings, checkpoint: tuple[Path, dict[str, Any]] | 
         run.write_config(settings_dict(settings))
         seed_everything(settings.seed)
         stream = FrameStream(settings.games, settings.batch_size, settings.image_size, settings.seed)
-        generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size).to(device)
-        discriminator = Discriminator(settings.image_size, 3, settings.filters).to(device)
-        betas = (settings.beta1, 0.999)
-        gen_optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
-        dis_optimizer = torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas)
-        trainer = create_gan_trainer(generator, discriminator, gen_optimizer, dis_optimizer, device)
+        gan = build_gan(settings, device)
+        trainer = create_gan_trainer(gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device)
 
         # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
-        averages = {}
-        for loss in ("loss_gen", "loss_dis"):
-            averages[f"avg_{loss}"] = RunningAverage(output_transform=lambda out, key=loss: out[key])
-            averages[f"avg_{loss}"].attach(trainer, f"avg_{loss}")
+        averages = attach_running_averages(trainer, ["loss_gen", "loss_dis"])
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
         Throughput(settings.log_every, settings.batch_size).attach(trainer)
-        # purge_step: TensorBoard hides what the interrupted run logged after the checkpoint.
-        tb_logger = TensorboardLogger(log_dir=str(run.path), purge_step=start_iteration + 1 if checkpoint else None)
-        tb_logger.attach_output_handler(
-            trainer,
-            event_name=Events.ITERATION_COMPLETED(every=settings.log_every),
-            tag="train",
-            output_transform=lambda out: out,
-            metric_names="all",
-        )
+        tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
         metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
-        noise_source = torch.Generator().manual_seed(settings.seed)  # its own generator: sheets draw no shared RNG
-        fixed_noise = torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=noise_source).to(device)
-        SampleSheets(generator, fixed_noise, run.samples, settings.image_every, tb_logger).attach(trainer)
+        noise = fixed_noise(settings, device)
+        SampleSheets(gan.generator, noise, run.samples, settings.image_every, tb_logger).attach(trainer)
         attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
-        to_save = {
-            "trainer": trainer,
-            "generator": generator,
-            "discriminator": discriminator,
-            "gen_optimizer": gen_optimizer,
-            "dis_optimizer": dis_optimizer,
-            "stream": stream,
-            **averages,
-        }
+        to_save = {"trainer": trainer, "stream": stream, **vars(gan), **averages}
         resume = ExactResume(
             to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings), settings.keep_checkpoints
         ).attach(trainer)
         if checkpoint is not None:
             resume.load(checkpoint[1])
-            metrics_log.write({"resumed_from": start_iteration, "checkpoint": str(checkpoint[0])})
+            metrics_log.write({"resumed_from": resumed_at, "checkpoint": str(checkpoint[0])})
 
-        with GracefulStop(trainer) as stop:
-            trainer.run(stream, max_iters=settings.max_iters, epoch_length=None if checkpoint else settings.max_iters)
-        tb_logger.close()
-        stream.close()
+        # A fresh run's "epoch" is the whole run (one progress bar); a resumed engine keeps its checkpoint's.
+        epoch_length = None if checkpoint else settings.max_iters
+        try:
+            with GracefulStop(trainer) as stop:
+                trainer.run(stream, max_iters=settings.max_iters, epoch_length=epoch_length)
+        finally:
+            tb_logger.close()
+            stream.close()
         return report_end(trainer.state, stop.signal_name, resume.last_path, run.path)
 
 
