@@ -15,19 +15,23 @@ def _format(value: object) -> str:
 
 
 class ConsoleReport:
-    """Every ``every`` iterations: ``iter 100/50000 | loss_gen 2.31 | ... | iters_per_sec 4.8`` on stdout."""
+    """Every ``every`` iterations: ``iter 100/50000 | loss_gen 2.31 | ... | iters_per_sec 4.8`` on stdout.
 
-    def __init__(self, every: int, names: Sequence[str]):
+    Shows every key of the process function's output (a dict), then the named metrics.
+    """
+
+    def __init__(self, every: int, metric_names: Sequence[str]):
         self.every = every
-        self.names = list(names)
+        self.metric_names = list(metric_names)
 
     def attach(self, engine: Engine) -> "ConsoleReport":
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.report)
         return self
 
     def report(self, engine: Engine) -> None:
-        values = {**(engine.state.output if isinstance(engine.state.output, dict) else {}), **engine.state.metrics}
-        shown = " | ".join(f"{name} {_format(values[name])}" for name in self.names if name in values)
+        output = engine.state.output if isinstance(engine.state.output, dict) else {"output": engine.state.output}
+        metrics = {name: engine.state.metrics[name] for name in self.metric_names if name in engine.state.metrics}
+        shown = " | ".join(f"{name} {_format(value)}" for name, value in {**output, **metrics}.items())
         total = engine.state.max_iters or ""
         print(f"iter {engine.state.iteration}/{total} | {shown}", flush=True)
 
@@ -39,4 +43,4 @@ def attach_progress(engine: Engine, every: int, metric_names: Sequence[str], int
     if interactive:
         ProgressBar(persist=True).attach(engine, metric_names=list(metric_names))
     else:
-        ConsoleReport(every, ["loss_gen", "loss_dis", *metric_names]).attach(engine)
+        ConsoleReport(every, metric_names).attach(engine)

@@ -4,6 +4,7 @@ This lives in the package rather than in ``scripts/atari_gan.py`` so that sweeps
 in-process; the launcher script only hands the command line to ``runner.cli.launch``.
 """
 
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,4 +162,4 @@ def report_end(state: Any, signal_name: str | None, last_checkpoint: Path | None
     say(f"{how} at iteration {state.iteration}; checkpoint {last_checkpoint}")
     say(f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1")
     say(f"  continue: python scripts/atari_gan.py --resume {run_path} --max-iters N")
-    return 128 + 2 if signal_name == "SIGINT" else 128 + 15 if signal_name else 0
+    return 128 + signal.Signals[signal_name].value if signal_name else 0  # the shell's convention: 130, 143

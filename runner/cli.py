@@ -16,10 +16,10 @@ from runner.errors import exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import from_saved, make_settings, parse_flags
 
-Checkpoint = tuple[Path, dict[str, Any]]
+ResumePoint = tuple[Path, dict[str, Any]]  # a checkpoint file and its loaded content
 
 
-def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, Checkpoint | None]:
+def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, ResumePoint | None]:
     if not explicit.get("resume"):
         output_dir = explicit.get("output_dir") or default_output_dir(task)
         return make_settings(settings_cls, {**explicit, "output_dir": output_dir}), None
@@ -31,7 +31,7 @@ def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) ->
 
 def launch(
     settings_cls: type,
-    train: Callable[[Any, Checkpoint | None], int],
+    train: Callable[[Any, ResumePoint | None], int],
     prog: str,
     description: str,
     argv: Sequence[str] | None = None,
