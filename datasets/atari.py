@@ -140,3 +140,22 @@ class FrameStream:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def spaced_frames(games: Sequence[str], count: int, image_size: int, seed: int, spacing: int = 4) -> torch.Tensor:
+    """``count`` frames in [-1, 1], keeping every ``spacing``-th frame the agent sees, so they cover more of each
+    episode than a run of consecutive, nearly identical frames would."""
+    stream = FrameStream(games, batch_size=count * spacing, image_size=image_size, seed=seed)
+    try:
+        return next(stream)[::spacing].contiguous()
+    finally:
+        stream.close()
+
+
+def labelled_frames(
+    games: Sequence[str], per_game: int, image_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of each game with the game's index as label: the data of the Atari frame classifier."""
+    frames = [spaced_frames((game,), per_game, image_size, seed + index) for index, game in enumerate(games)]
+    labels = torch.arange(len(games)).repeat_interleave(per_game)
+    return torch.cat(frames), labels

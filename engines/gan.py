@@ -9,7 +9,7 @@ discriminator returns logits and the loss is ``BCEWithLogitsLoss`` (Sigmoid + BC
 """
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from torch import nn
 
 
@@ -47,3 +47,50 @@ def create_gan_trainer(
         return {"loss_dis": dis_loss.item(), "loss_gen": gen_loss.item()}
 
     return Engine(gan_step)
+
+
+def create_fid_evaluator(
+    generator: nn.Module,
+    features: nn.Module,
+    real_frames: torch.Tensor,
+    noise: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> Engine:
+    """An evaluator whose ``run(range(n_batches))`` leaves ``state.metrics["fid"]``: Ignite's ``FID`` between the
+    generator's images of ``noise`` and ``real_frames``, in the feature space of ``features``.
+
+    The generator runs in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
+    from no RNG, so a run with evaluations computes the same training numbers as one without.
+    """
+    from ignite.metrics import FID
+
+    generator_mode = {}
+
+    def fid_step(engine: Engine, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = slice(index * batch_size, (index + 1) * batch_size)
+        with torch.no_grad():
+            fake = generator(noise[chunk]).float()
+        return fake, real_frames[chunk].to(device)
+
+    evaluator = Engine(fid_step)
+
+    @evaluator.on(Events.STARTED)
+    def generator_to_eval(_: Engine) -> None:
+        generator_mode["training"] = generator.training
+        generator.eval()
+
+    @evaluator.on(Events.COMPLETED)
+    def generator_back(_: Engine) -> None:
+        generator.train(generator_mode["training"])
+
+    features.eval()
+    FID(num_features=features.classifier.feature_size, feature_extractor=features, device=device).attach(
+        evaluator, "fid"
+    )
+    return evaluator
+
+
+def fid_batches(samples: int, batch_size: int) -> range:
+    """The evaluator's data: batch indices covering ``samples`` images."""
+    return range(-(-samples // batch_size))

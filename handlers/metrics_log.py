@@ -67,5 +67,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def records_by_iteration(path: Path) -> dict[int, dict[str, Any]]:
-    """Iteration -> its record; after a resume, the resumed run's record replaces the first run's."""
-    return {record["iteration"]: record for record in read_records(path) if "iteration" in record}
+    """Iteration -> every value logged at it (a training record and an evaluation record merge); after a resume,
+    the resumed run's values replace the first run's."""
+    merged: dict[int, dict[str, Any]] = {}
+    for record in read_records(path):
+        if "iteration" in record:
+            merged.setdefault(record["iteration"], {}).update(record)
+    return merged

@@ -1,5 +1,6 @@
 """Pure ``nn.Module`` definitions: explicit size arguments, no training logic."""
 
 from models.dcgan import Discriminator, Generator
+from models.frame_classifier import FeaturesOf, FrameClassifier
 
-__all__ = ["Discriminator", "Generator"]
+__all__ = ["Discriminator", "FeaturesOf", "FrameClassifier", "Generator"]

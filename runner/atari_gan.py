@@ -6,16 +6,17 @@ in-process; the launcher script only hands the command line to ``runner.cli.laun
 
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Events
-from ignite.handlers import TerminateOnNan
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, EarlyStopping, TerminateOnNan, global_step_from_engine
 
-from datasets.atari import DEFAULT_GAMES, FrameStream, check_games
-from engines.gan import create_gan_trainer
+from datasets.atari import DEFAULT_GAMES, FrameStream, check_games, spaced_frames
+from engines.gan import create_fid_evaluator, create_gan_trainer, fid_batches
 from handlers import (
     ExactResume,
     GracefulStop,
@@ -25,20 +26,25 @@ from handlers import (
     attach_progress,
     output_is_finite,
 )
-from handlers.checkpoint import run_dir_of_checkpoint
+from handlers.checkpoint import RunDirSaver, run_dir_of_checkpoint
+from handlers.evaluation import PeriodicEvaluation
 from handlers.logging import attach_running_averages, attach_tensorboard
+from handlers.metrics_log import records_by_iteration
 from models.dcgan import Discriminator, Generator, stride2_stages
+from models.frame_classifier import FeaturesOf
+from runner.atari_fid import load_frame_classifier
 from runner.device import resolve_device
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory
 from runner.settings import in_open_unit_interval, non_negative, positive, setting, settings_dict
 
 SHEET_SIZE = 64  # images per sample sheet, as the chapter's make_grid(...[:64])
+EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
 
 
 def at_least_two(value: int) -> None:
     if value < 2:
-        raise ValueError("must be at least 2 (a kill while rotating must leave one whole checkpoint)")
+        raise ValueError("must be at least 2")
 
 
 def image_side(value: int) -> None:
@@ -65,6 +71,14 @@ class AtariGanSettings:
         1000, "iterations between checkpoints (one more at the end)", check=positive, resume="free"
     )
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest ones)", check=at_least_two, resume="free")
+    # quality: Atari-FID against real frames held apart from the training stream
+    eval_every: int = setting(
+        1000, "iterations between Atari-FID evaluations (0: none)", check=non_negative, resume="free"
+    )
+    fid_samples: int = setting(512, "real and generated frames per Atari-FID evaluation", check=at_least_two)
+    patience: int = setting(
+        0, "stop after this many evaluations without a better FID (0: never)", check=non_negative, resume="free"
+    )
     # data: the chapter's three games, 16 frames of 64x64 per batch
     games: tuple[str, ...] = setting(DEFAULT_GAMES, "ALE games the random agent plays", check=check_games)
     batch_size: int = setting(16, "frames per batch", check=positive)
@@ -107,13 +121,56 @@ def fixed_noise(settings: AtariGanSettings, device: torch.device) -> torch.Tenso
     return torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=source).to(device)
 
 
-def train(settings: AtariGanSettings, checkpoint: tuple[Path, dict[str, Any]] | None = None) -> int:
-    """Train (or continue) one run; returns the process exit code."""
+@dataclass
+class RunResult:
+    exit_code: int
+    iteration: int
+    best_fid: float | None  # the lowest Atari-FID of the run's evaluations (resumed parts included)
+
+
+def attach_fid_evaluation(trainer, gan, settings, run, metrics_log, tb_logger, device) -> tuple[Engine, dict]:
+    """Atari-FID every ``eval_every`` iterations, the best-FID weights kept, early stopping on FID if asked.
+
+    Returns the evaluator (for more handlers, e.g. pruning) and the objects whose state a checkpoint must hold.
+    """
+    classifier, _ = load_frame_classifier(settings.image_size, say=say)
+    real = spaced_frames(
+        settings.games, settings.fid_samples, settings.image_size, seed=settings.seed + EVAL_SEED_OFFSET
+    )
+    noise_source = torch.Generator().manual_seed(settings.seed + EVAL_SEED_OFFSET)
+    noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=noise_source).to(device)
+    evaluator = create_fid_evaluator(gan.generator, FeaturesOf(classifier).to(device), real, noise, 256, device)
+    PeriodicEvaluation(
+        evaluator, fid_batches(settings.fid_samples, 256), settings.eval_every, metrics_log, tb_logger
+    ).attach(trainer)
+    best = Checkpoint(
+        {"generator": gan.generator, "discriminator": gan.discriminator},
+        RunDirSaver(run.checkpoints),
+        filename_pattern="best_fid_{global_step}.{ext}",
+        score_function=lambda engine: -engine.state.metrics["fid"],
+        n_saved=1,
+        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
+    )
+    evaluator.add_event_handler(Events.COMPLETED, best)
+    state = {"best_fid_checkpointer": best}
+    if settings.patience:
+        stopper = EarlyStopping(settings.patience, lambda engine: -engine.state.metrics["fid"], trainer)
+        evaluator.add_event_handler(Events.COMPLETED, stopper)
+        state["early_stopping"] = stopper
+    return evaluator, state
+
+
+def train(
+    settings: AtariGanSettings,
+    checkpoint: tuple[Path, dict[str, Any]] | None = None,
+    attach_to_evaluator: Callable[[Engine, Engine], None] | None = None,
+) -> RunResult:
+    """Train (or continue) one run. ``attach_to_evaluator(evaluator, trainer)`` adds handlers (e.g. pruning)."""
     device = resolve_device(settings.dev)
     resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
     if resumed_at is not None and resumed_at >= settings.max_iters:
         say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
-        return 0
+        return RunResult(0, resumed_at, None)
     run_dir = Path(settings.output_dir)
     continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
     with RunDirectory.open(run_dir, continuing=continuing) as run:
@@ -132,7 +189,14 @@ def train(settings: AtariGanSettings, checkpoint: tuple[Path, dict[str, Any]] | 
         noise = fixed_noise(settings, device)
         SampleSheets(gan.generator, noise, run.samples, settings.image_every, tb_logger).attach(trainer)
         attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
-        to_save = {"trainer": trainer, "stream": stream, **vars(gan), **averages}
+        evaluation_state = {}
+        if settings.eval_every:
+            evaluator, evaluation_state = attach_fid_evaluation(
+                trainer, gan, settings, run, metrics_log, tb_logger, device
+            )
+            if attach_to_evaluator is not None:
+                attach_to_evaluator(evaluator, trainer)
+        to_save = {"trainer": trainer, "stream": stream, **vars(gan), **averages, **evaluation_state}
         resume = ExactResume(
             to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings), settings.keep_checkpoints
         ).attach(trainer)
@@ -148,17 +212,30 @@ def train(settings: AtariGanSettings, checkpoint: tuple[Path, dict[str, Any]] | 
         finally:
             tb_logger.close()
             stream.close()
-        return report_end(trainer.state, stop.signal_name, resume.last_path, run.path)
+        exit_code = report_end(trainer.state, settings, stop.signal_name, resume.last_path, run.path)
+        return RunResult(exit_code, trainer.state.iteration, best_fid(run.metrics_path))
 
 
-def report_end(state: Any, signal_name: str | None, last_checkpoint: Path | None, run_path: Path) -> int:
+def best_fid(metrics_path: Path) -> float | None:
+    values = [r["fid"] for r in records_by_iteration(metrics_path).values() if isinstance(r.get("fid"), float)]
+    return min(values) if values else None
+
+
+def report_end(
+    state: Any, settings: AtariGanSettings, signal_name: str | None, last_checkpoint: Path | None, run_path: Path
+) -> int:
     if not output_is_finite(state.output):
         say(
             f"training stopped at iteration {state.iteration}: a loss became NaN or infinite; "
             f"the last good checkpoint is {last_checkpoint}"
         )
         return 1
-    how = f"stopped by {signal_name}" if signal_name else "finished"
+    if signal_name:
+        how = f"stopped by {signal_name}"
+    elif state.iteration < settings.max_iters:
+        how = f"stopped early (no better FID in {settings.patience} evaluations)"
+    else:
+        how = "finished"
     say(f"{how} at iteration {state.iteration}; checkpoint {last_checkpoint}")
     say(f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1")
     say(f"  continue: python scripts/atari_gan.py --resume {run_path} --max-iters N")

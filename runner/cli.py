@@ -2,7 +2,8 @@
 
     launch(AtariGanSettings, train, prog="atari_gan.py", description=__doc__)
 
-``train(settings, checkpoint)`` receives ``checkpoint`` as ``(path, state)`` when ``--resume`` was given. Settings of
+``train(settings, checkpoint)`` receives ``checkpoint`` as ``(path, state)`` when ``--resume`` was given and returns
+an object with an ``exit_code``. Settings of
 a resumed run are the checkpoint's, with the flags given on top; a flag that would change what the checkpoint holds
 (sizes, games, learning rate, seed) is refused.
 """
@@ -31,7 +32,7 @@ def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) ->
 
 def launch(
     settings_cls: type,
-    train: Callable[[Any, ResumePoint | None], int],
+    train: Callable[[Any, ResumePoint | None], Any],
     prog: str,
     description: str,
     argv: Sequence[str] | None = None,
@@ -41,6 +42,6 @@ def launch(
     def main() -> int:
         explicit = parse_flags(settings_cls, argv, prog, description)
         settings, checkpoint = resolve_settings(settings_cls, explicit, task)
-        return train(settings, checkpoint)
+        return train(settings, checkpoint).exit_code
 
     exit_cleanly(main, prog)

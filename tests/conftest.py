@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "scripts" / "atari_gan.py"
 # The chapter's model at smoke size: 16x16 frames, 4 filters, batches of 4, latent 8.
 TINY = ["--dev", "cpu", "--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
+TINY += ["--fid-samples", "64"]
 
 
 def run_launcher(*args: str, timeout: float = 120, script: Path = LAUNCHER) -> subprocess.CompletedProcess:
@@ -42,6 +43,24 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def smoke_fid_cache(tmp_path_factory):
+    """Atari-FID's classifier for 16x16 frames, trained once per session with a smoke-size recipe into a temporary
+    cache that every launcher subprocess finds through $IGNITE_BOOK_CACHE (the real recipe takes tens of seconds)."""
+    import runner.atari_fid as atari_fid
+
+    cache = tmp_path_factory.mktemp("fid-cache")
+    os.environ["IGNITE_BOOK_CACHE"] = str(cache)
+    real_recipe = dict(atari_fid.RECIPE)
+    atari_fid.RECIPE.update(train_per_game=48, valid_per_game=16, epochs=2)
+    try:
+        atari_fid.load_frame_classifier(16, say=lambda message: None)
+    finally:
+        atari_fid.RECIPE.clear()
+        atari_fid.RECIPE.update(real_recipe)
+    return cache
+
+
 @pytest.fixture
 def tiny_settings():
     """AtariGanSettings at smoke size for in-process runs."""
@@ -51,7 +70,7 @@ def tiny_settings():
     def build(output_dir: Path, **overrides):
         values = dict(
             dev="cpu", image_size=16, filters=4, batch_size=4, latent_size=8, seed=1, max_iters=20, log_every=1,
-            checkpoint_every=5, image_every=10, output_dir=str(output_dir),
+            checkpoint_every=5, image_every=10, eval_every=0, fid_samples=64, output_dir=str(output_dir),
         )  # fmt: skip
         return make_settings(AtariGanSettings, {**values, **overrides})
 

@@ -25,7 +25,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
 
     monkeypatch.setattr(task, "create_gan_trainer", factory_that_diverges_at_12)
     settings = tiny_settings(tmp_path / "run", max_iters=20, checkpoint_every=5, image_every=5)
-    assert task.train(settings) == 1
+    assert task.train(settings).exit_code == 1
     assert "iteration 12: a loss became NaN" in capsys.readouterr().err
     assert [p.name for p in checkpoint_files(tmp_path / "run" / "checkpoints")] == [
         "checkpoint_5.pt",
@@ -39,10 +39,10 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
 
 def test_resume_into_a_new_directory_starts_a_new_run_folder(tmp_path, tiny_settings):
     first = tiny_settings(tmp_path / "first", max_iters=10)
-    assert task.train(first) == 0
+    assert task.train(first).exit_code == 0
     checkpoint = find_checkpoint(tmp_path / "first")
     second = tiny_settings(tmp_path / "second", max_iters=15, resume=str(tmp_path / "first"))
-    assert task.train(second, checkpoint) == 0
+    assert task.train(second, checkpoint).exit_code == 0
     records = records_by_iteration(tmp_path / "second" / "metrics.jsonl")
     assert sorted(records) == list(range(11, 16))
     assert (tmp_path / "second" / "config.json").exists()

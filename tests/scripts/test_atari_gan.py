@@ -35,8 +35,12 @@ def losses(run_dir: Path, iterations) -> dict[int, tuple]:
 
 
 def test_run_writes_every_output_of_a_run_directory(reference_run):
-    records = [r for r in read_records(reference_run / "metrics.jsonl") if "iteration" in r]
+    records = [r for r in read_records(reference_run / "metrics.jsonl") if "loss_gen" in r]
     assert [r["iteration"] for r in records] == list(range(1, 31))
+    evaluations = [r for r in read_records(reference_run / "metrics.jsonl") if "fid" in r]
+    assert [r["iteration"] for r in evaluations] == [30]  # --eval-every 1000: only the end-of-run evaluation
+    assert evaluations[0]["fid"] > 0
+    assert (reference_run / "checkpoints" / "best_fid_30.pt").exists()
     for key in ("loss_gen", "loss_dis", "avg_loss_gen", "avg_loss_dis", "iters_per_sec"):
         assert all(isinstance(r[key], float) for r in records), key
     assert (reference_run / "config.json").exists()

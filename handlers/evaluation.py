@@ -1,0 +1,56 @@
+"""Run an evaluator every N training iterations, and once more when the run ends.
+
+    evaluation = PeriodicEvaluation(evaluator, data, every=1000, metrics_log=log, tb_logger=tb).attach(trainer)
+    # metrics.jsonl gets {"iteration": 1000, "fid": 143.2}; TensorBoard gets eval/fid at step 1000
+
+Handlers that judge an evaluation (best checkpoint, early stopping, Optuna pruning) attach to the *evaluator's*
+``COMPLETED``. Attach this before the trainer's checkpoint handler: a checkpoint then holds the state those handlers
+reached at its iteration.
+"""
+
+from typing import Any
+
+from ignite.engine import Engine, Events
+from ignite.handlers import TensorboardLogger, global_step_from_engine
+
+from handlers.checkpoint import output_is_finite
+from handlers.metrics_log import MetricsLog
+
+
+class PeriodicEvaluation:
+    def __init__(
+        self,
+        evaluator: Engine,
+        data: Any,
+        every: int,
+        metrics_log: MetricsLog,
+        tb_logger: TensorboardLogger | None = None,
+        tag: str = "eval",
+    ):
+        self.evaluator = evaluator
+        self.data = data
+        self.every = every
+        self.metrics_log = metrics_log
+        self.tb_logger = tb_logger
+        self.tag = tag
+        self._last_evaluated = -1
+
+    def attach(self, trainer: Engine) -> "PeriodicEvaluation":
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.COMPLETED, self.evaluate)
+        if self.tb_logger is not None:
+            self.tb_logger.attach_output_handler(
+                self.evaluator,
+                event_name=Events.COMPLETED,
+                tag=self.tag,
+                metric_names="all",
+                global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
+            )
+        return self
+
+    def evaluate(self, trainer: Engine) -> None:
+        iteration = trainer.state.iteration
+        if iteration in (0, self._last_evaluated) or not output_is_finite(trainer.state.output):
+            return
+        self._last_evaluated = iteration
+        self.evaluator.run(self.data)
+        self.metrics_log.write({"iteration": iteration, **self.evaluator.state.metrics})

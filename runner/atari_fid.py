@@ -1,0 +1,90 @@
+"""Atari-FID's feature extractor: a frame classifier trained on real ALE frames of twelve games, cached on disk.
+
+The usual FID uses Inception features; those weights can't be downloaded here, and ImageNet features are the wrong
+domain for Atari screens anyway. This classifier learns to tell twelve games apart (the GAN's three among them), so
+its feature layer describes Atari screens in general, as Inception's describes photos.
+
+Training is deterministic (fixed seeds, in a forked RNG so the caller's random streams are untouched) and happens on
+first use, once per image size; the result is cached as ``<cache>/atari-fid-v1-<size>px.pt`` (``<cache>`` is
+``$IGNITE_BOOK_CACHE`` or ``~/.cache/ignite-book-runner``) and holds its own validation accuracy. Build it ahead
+with ``python scripts/atari_fid.py --image-size 64``. Change the recipe below only together with ``FID_VERSION``:
+FID values are comparable only within one version.
+"""
+
+import fcntl
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import create_supervised_evaluator, create_supervised_trainer
+from ignite.metrics import Accuracy
+from torch.utils.data import DataLoader, TensorDataset
+
+from datasets.atari import labelled_frames
+from models.frame_classifier import FrameClassifier
+
+FID_VERSION = "atari-fid-v1"
+FID_GAMES = (
+    "Breakout", "AirRaid", "Pong", "SpaceInvaders", "Seaquest", "Enduro",
+    "Freeway", "MsPacman", "Qbert", "Riverraid", "BeamRider", "Asteroids",
+)  # fmt: skip
+RECIPE = {"train_per_game": 400, "valid_per_game": 100, "epochs": 3, "batch_size": 64, "lr": 1e-3, "seed": 0}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("IGNITE_BOOK_CACHE") or Path.home() / ".cache" / "ignite-book-runner")
+
+
+def extractor_path(image_size: int) -> Path:
+    return cache_dir() / f"{FID_VERSION}-{image_size}px.pt"
+
+
+def train_frame_classifier(image_size: int) -> tuple[FrameClassifier, float]:
+    """Train the classifier with Ignite's supervised trainer; returns it (in eval mode) and its validation accuracy."""
+    seed = RECIPE["seed"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        train_x, train_y = labelled_frames(FID_GAMES, RECIPE["train_per_game"], image_size, seed=seed)
+        valid_x, valid_y = labelled_frames(FID_GAMES, RECIPE["valid_per_game"], image_size, seed=seed + 1000)
+        model = FrameClassifier(image_size, n_classes=len(FID_GAMES))
+        optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE["lr"])
+        shuffle = torch.Generator().manual_seed(seed)
+        loader = DataLoader(TensorDataset(train_x, train_y), RECIPE["batch_size"], shuffle=True, generator=shuffle)
+        create_supervised_trainer(model, optimizer, torch.nn.CrossEntropyLoss()).run(
+            loader, max_epochs=RECIPE["epochs"]
+        )
+        evaluator = create_supervised_evaluator(model, metrics={"accuracy": Accuracy()})
+        evaluator.run(DataLoader(TensorDataset(valid_x, valid_y), batch_size=256))
+    return model.eval(), float(evaluator.state.metrics["accuracy"])
+
+
+def load_frame_classifier(
+    image_size: int, say: Callable[[str], None] = print
+) -> tuple[FrameClassifier, dict[str, Any]]:
+    """The cached classifier for ``image_size``, trained first if there is none (one process trains, others wait)."""
+    path = extractor_path(image_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            say(f"training Atari-FID's frame classifier for {image_size}x{image_size} frames (first use only)...")
+            model, accuracy = train_frame_classifier(image_size)
+            record = {
+                "version": FID_VERSION,
+                "image_size": image_size,
+                "games": list(FID_GAMES),
+                "recipe": dict(RECIPE),
+                "valid_accuracy": accuracy,
+                "model": model.state_dict(),
+            }
+            temporary = path.with_name(path.name + ".tmp")
+            torch.save(record, temporary)
+            os.replace(temporary, path)
+            say(f"Atari-FID classifier: validation accuracy {accuracy:.4f} ({len(FID_GAMES)} games); cached at {path}")
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    model = FrameClassifier(image_size, n_classes=len(record["games"]))
+    model.load_state_dict(record["model"])
+    info = {key: value for key, value in record.items() if key != "model"}
+    return model.eval(), info

@@ -1,0 +1,99 @@
+"""Atari-FID measures something: real frames are close to other real frames, far from noise and from other games."""
+
+import pytest
+import torch
+from ignite.metrics import FID
+
+import runner.atari_fid as atari_fid
+from datasets.atari import DEFAULT_GAMES, spaced_frames
+from engines.gan import create_fid_evaluator, fid_batches
+from models.dcgan import Generator
+from models.frame_classifier import FeaturesOf
+
+SIZE, SAMPLES = 16, 256
+
+
+@pytest.fixture(scope="module")
+def features():
+    classifier, _ = atari_fid.load_frame_classifier(SIZE, say=lambda message: None)
+    return FeaturesOf(classifier).eval()
+
+
+@pytest.fixture(scope="module")
+def real():
+    return spaced_frames(DEFAULT_GAMES, SAMPLES, SIZE, seed=100)
+
+
+def fid(features, first, second) -> float:
+    metric = FID(num_features=features.classifier.feature_size, feature_extractor=features)
+    metric.update((first, second))
+    return metric.compute()
+
+
+def untrained_generator_frames():
+    torch.manual_seed(0)
+    generator = Generator(SIZE, filters=4, latent_size=8).eval()
+    with torch.no_grad():
+        return generator(torch.randn(SAMPLES, 8, 1, 1))
+
+
+def test_real_frames_are_far_closer_to_other_real_frames_than_to_an_untrained_generator_or_another_game(features, real):
+    other_real = spaced_frames(DEFAULT_GAMES, SAMPLES, SIZE, seed=200)  # other episodes of the same games
+    other_game = spaced_frames(("Tennis",), SAMPLES, SIZE, seed=100)  # a game the classifier never saw
+    same = fid(features, real, other_real)
+    noise = fid(features, real, untrained_generator_frames())
+    tennis = fid(features, real, other_game)
+    assert 0 <= same < noise / 5, (same, noise)
+    assert same < tennis / 5, (same, tennis)
+
+
+def test_same_inputs_same_value(features, real):
+    fake = untrained_generator_frames()
+    assert fid(features, real, fake) == fid(features, real, fake)
+
+
+def test_the_evaluator_computes_fid_between_the_generator_and_real_frames(features, real):
+    torch.manual_seed(0)
+    generator = Generator(SIZE, filters=4, latent_size=8)
+    noise = torch.randn(SAMPLES, 8, 1, 1)
+    evaluator = create_fid_evaluator(generator, features, real, noise, 100, torch.device("cpu"))
+    state_before = {k: v.clone() for k, v in generator.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    value = evaluator.run(fid_batches(SAMPLES, 100)).metrics["fid"]
+    assert generator.training, "the evaluator puts the generator back in training mode"
+    generator.eval()
+    with torch.no_grad():
+        expected = fid(features, generator(noise), real)
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert all(torch.equal(state_before[k], v) for k, v in generator.state_dict().items())
+    assert torch.equal(rng_before, torch.get_rng_state())
+
+
+def test_fid_batches_cover_every_sample():
+    assert list(fid_batches(512, 256)) == [0, 1]
+    assert list(fid_batches(513, 256)) == [0, 1, 2]
+
+
+def test_classifier_is_cached_versioned_safe_to_load_and_not_retrained(monkeypatch):
+    path = atari_fid.extractor_path(SIZE)
+    assert path.name == f"{atari_fid.FID_VERSION}-{SIZE}px.pt"
+    record = torch.load(path, weights_only=True)
+    assert record["games"] == list(atari_fid.FID_GAMES) and set(DEFAULT_GAMES) < set(record["games"])
+    assert record["valid_accuracy"] > 0.5  # chance is 1/12 (the tests' smoke recipe; the real one reaches 1.0)
+    monkeypatch.setattr(atari_fid, "train_frame_classifier", lambda size: pytest.fail("retrained a cached classifier"))
+    _, info = atari_fid.load_frame_classifier(SIZE, say=lambda message: None)
+    assert info["valid_accuracy"] == record["valid_accuracy"]
+
+
+def test_training_the_classifier_is_deterministic_and_leaves_the_callers_rng_alone(monkeypatch):
+    monkeypatch.setitem(atari_fid.RECIPE, "train_per_game", 8)
+    monkeypatch.setitem(atari_fid.RECIPE, "valid_per_game", 4)
+    monkeypatch.setitem(atari_fid.RECIPE, "epochs", 1)
+    torch.manual_seed(123)
+    rng_before = torch.get_rng_state()
+    first, accuracy = atari_fid.train_frame_classifier(8)
+    assert torch.equal(rng_before, torch.get_rng_state())
+    second, again = atari_fid.train_frame_classifier(8)
+    assert accuracy == again
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
