@@ -55,7 +55,8 @@ def test_early_stopping_on_the_evaluators_fid_stops_the_trainer(tmp_path):
     evaluator = evaluator_reporting([30.0, 20.0, 25.0, 26.0, 1.0])
     log = MetricsLog(tmp_path / "m.jsonl", every=100)
     PeriodicEvaluation(evaluator, [0], every=2, metrics_log=log).attach(trainer)
-    evaluator.add_event_handler(Events.COMPLETED, EarlyStopping(2, lambda engine: -engine.state.metrics["fid"], trainer))
+    stopper = EarlyStopping(patience=2, score_function=lambda engine: -engine.state.metrics["fid"], trainer=trainer)
+    evaluator.add_event_handler(Events.COMPLETED, stopper)
     trainer.run([1.0] * 20, max_iters=20)
     assert trainer.state.iteration == 8  # evaluations at 2 (30), 4 (20), 6 (25), 8 (26): two without improvement
 
