@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, TerminateOnNan, global_step_from_engine
@@ -39,6 +40,14 @@ from runner.rundir import RunDirectory
 from runner.settings import in_open_unit_interval, non_negative, positive, setting, settings_dict
 
 SHEET_SIZE = 64  # images per sample sheet, as the chapter's make_grid(...[:64])
+# What scripts/sweep.py atari_gan searches (README: sweeps). Sizes are categorical: powers of two the models accept.
+SEARCH_SPACE = {
+    "lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
+    "beta1": optuna.distributions.FloatDistribution(0.0, 0.9),
+    "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
+    "filters": optuna.distributions.CategoricalDistribution([16, 32, 64]),
+    "latent_size": optuna.distributions.CategoricalDistribution([32, 64, 100, 128]),
+}
 EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
 
 
