@@ -23,6 +23,7 @@ from ignite.metrics import Accuracy
 from torch.utils.data import DataLoader, TensorDataset
 
 from datasets.atari import labelled_frames
+from models.dcgan import stride2_stages
 from models.frame_classifier import FrameClassifier
 
 FID_VERSION = "atari-fid-v1"
@@ -64,6 +65,7 @@ def load_frame_classifier(
     image_size: int, say: Callable[[str], None] = print
 ) -> tuple[FrameClassifier, dict[str, Any]]:
     """The cached classifier for ``image_size``, trained first if there is none (one process trains, others wait)."""
+    stride2_stages(image_size)  # a size the models cannot take fails here, before any work
     path = extractor_path(image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
