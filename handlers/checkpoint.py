@@ -43,6 +43,19 @@ class RunDirSaver(DiskSaver):
         (self.dirname / filename).unlink(missing_ok=True)
 
 
+class GeneratorState:
+    """A ``torch.Generator`` (e.g. a DataLoader's shuffling) as an object a checkpoint can hold."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["state"])
+
+
 class SettingsRecord:
     """The run's resolved settings, stored inside every checkpoint (loading it changes nothing)."""
 
@@ -143,12 +156,16 @@ class ExactResume:
         every: int,
         settings: Mapping[str, Any],
         n_saved: int = 2,
+        per_epoch: bool = False,
     ):
+        """``per_epoch``: save every ``every`` epochs, and at the end only on an epoch boundary (an epoch-based task
+        restarts its data loader at each epoch, so only a state between epochs can be continued exactly)."""
         if n_saved < 2:
             raise ValueError("n_saved must be >= 2: a kill during rotation must leave a whole checkpoint")
         self.to_save = {**to_save, "rng": GlobalRNG(), "settings": SettingsRecord(settings)}
         self.directory = Path(directory)
         self.every = every
+        self.per_epoch = per_epoch
         self.checkpoint = Checkpoint(
             self.to_save,
             RunDirSaver(self.directory),
@@ -160,7 +177,8 @@ class ExactResume:
 
     def attach(self, engine: Engine) -> "ExactResume":
         engine.add_event_handler(Events.STARTED, self._reapply_metric_states)
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.save)
+        periodic = Events.EPOCH_COMPLETED if self.per_epoch else Events.ITERATION_COMPLETED
+        engine.add_event_handler(periodic(every=self.every), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
         return self
 
@@ -173,6 +191,8 @@ class ExactResume:
         """Save now, unless this iteration is saved already or its output is NaN/Inf (keep the last good one)."""
         if engine.state.iteration == 0 or not output_is_finite(engine.state.output):
             return
+        if self.per_epoch and engine.state.iteration % engine.state.epoch_length:
+            return  # stopped inside an epoch: the last epoch-end checkpoint is the one to resume from
         last = self.last_path
         if last is not None and last.name == f"checkpoint_{engine.state.iteration}.pt" and last.exists():
             return

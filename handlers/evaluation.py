@@ -26,13 +26,19 @@ class PeriodicEvaluation:
         metrics_log: MetricsLog,
         tb_logger: TensorboardLogger | None = None,
         tag: str = "eval",
+        prefix: str = "",
+        tb_metric_names: list[str] | str = "all",
     ):
+        """``prefix`` names the records' keys (``val_`` -> ``val_accuracy``); ``tb_metric_names`` picks the scalar
+        metrics for TensorBoard (a confusion matrix is no scalar)."""
         self.evaluator = evaluator
         self.data = data
         self.every = every
         self.metrics_log = metrics_log
         self.tb_logger = tb_logger
         self.tag = tag
+        self.prefix = prefix
+        self.tb_metric_names = tb_metric_names
         self._last_evaluated = -1
 
     def attach(self, trainer: Engine) -> "PeriodicEvaluation":
@@ -42,7 +48,7 @@ class PeriodicEvaluation:
                 self.evaluator,
                 event_name=Events.COMPLETED,
                 tag=self.tag,
-                metric_names="all",
+                metric_names=self.tb_metric_names,
                 global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
             )
         return self
@@ -53,4 +59,5 @@ class PeriodicEvaluation:
             return
         self._last_evaluated = iteration
         self.evaluator.run(self.data)
-        self.metrics_log.write({"iteration": iteration, **self.evaluator.state.metrics})
+        metrics = {f"{self.prefix}{name}": value for name, value in self.evaluator.state.metrics.items()}
+        self.metrics_log.write({"iteration": iteration, "epoch": trainer.state.epoch, **metrics})

@@ -56,7 +56,9 @@ class MetricsLog:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed record, in file order (a torn line left by a killed process is skipped)."""
+    """Every well-formed record, in file order (a torn line left by a killed process is skipped; no file, none)."""
+    if not Path(path).exists():
+        return []
     records = []
     for line in Path(path).read_text().splitlines():
         try:

@@ -32,7 +32,7 @@ class ConsoleReport:
         output = engine.state.output if isinstance(engine.state.output, dict) else {"output": engine.state.output}
         metrics = {name: engine.state.metrics[name] for name in self.metric_names if name in engine.state.metrics}
         shown = " | ".join(f"{name} {_format(value)}" for name, value in {**output, **metrics}.items())
-        total = engine.state.max_iters or ""
+        total = engine.state.max_iters or (engine.state.epoch_length or 0) * (engine.state.max_epochs or 0) or ""
         print(f"iter {engine.state.iteration}/{total} | {shown}", flush=True)
 
 

@@ -23,7 +23,9 @@ ResumePoint = tuple[Path, dict[str, Any]]  # a checkpoint file and its loaded co
 def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, ResumePoint | None]:
     if not explicit.get("resume"):
         output_dir = explicit.get("output_dir") or default_output_dir(task)
-        return make_settings(settings_cls, {**explicit, "output_dir": output_dir}), None
+        # A task may layer book settings (its chosen model's recipe) under the flags the user gave.
+        recipe = settings_cls.recipe(explicit) if hasattr(settings_cls, "recipe") else {}
+        return make_settings(settings_cls, {**recipe, **explicit, "output_dir": output_dir}), None
     path, state = find_checkpoint(explicit["resume"])
     output_dir = explicit.get("output_dir") or str(run_dir_of_checkpoint(path))
     settings = from_saved(settings_cls, state["settings"], {**explicit, "output_dir": output_dir}, source=str(path))

@@ -62,11 +62,18 @@ def _field_types(settings_cls: type) -> dict[str, Any]:
 
 def build_parser(settings_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     """Flags for every field; defaults are suppressed so the parsed namespace holds only what the user gave."""
-    parser = OneLineParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    parser = OneLineParser(
+        prog=prog,
+        description=description,
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the docstring's example lines as written
+    )
     types = _field_types(settings_cls)
     for field in dataclasses.fields(settings_cls):
         kind = types[field.name]
-        help_text = f"{field.metadata['help']} (default: {_show_default(field.default)})"
+        help_text = field.metadata["help"]
+        if field.default not in ("", ()):  # an empty default is explained by the help text itself
+            help_text += f" (default: {_show_default(field.default)})"
         if kind is bool:
             parser.add_argument(flag_name(field.name), action=argparse.BooleanOptionalAction, help=help_text)
         elif typing.get_origin(kind) is tuple:

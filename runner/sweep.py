@@ -13,6 +13,7 @@ Workers on one machine count trials and ``ask()`` for new ones under a file lock
 N+1 (``--n-workers K``).
 """
 
+import dataclasses
 import fcntl
 import multiprocessing
 import os
@@ -47,6 +48,7 @@ class SweepTask:
     metric: str  # the evaluator metric reported for pruning
     objective: Callable[[Any], float | None]  # the trial's value from the train result
     step: Callable[[Engine], int] = lambda trainer: trainer.state.iteration
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # the sweep's own task defaults
 
 
 def open_storage(spec: str, output_dir: Path) -> optuna.storages.BaseStorage:
@@ -275,7 +277,10 @@ def describe(space: dict[str, optuna.distributions.BaseDistribution]) -> str:
 
 
 def sweep_tasks() -> dict[str, SweepTask]:
-    from runner import atari_gan
+    from runner import atari_gan, supervised
+
+    def per_epoch(trainer: Engine) -> int:
+        return trainer.state.epoch
 
     return {
         "atari_gan": SweepTask(
@@ -285,7 +290,27 @@ def sweep_tasks() -> dict[str, SweepTask]:
             direction="minimize",
             metric="fid",
             objective=lambda result: result.best_fid,
-        )
+        ),
+        "classify": SweepTask(
+            settings_cls=supervised.ClassifySettings,
+            train=supervised.train,
+            search_space=supervised.SEARCH_SPACE,
+            direction="maximize",
+            metric="accuracy",
+            objective=lambda result: result.best_score,
+            step=per_epoch,
+            defaults={"model": "fashion_mlp"},  # chapter 003 sweeps its Fashion-MNIST MLP
+        ),
+        "regress": SweepTask(
+            settings_cls=supervised.RegressSettings,
+            train=supervised.train,
+            search_space=supervised.SEARCH_SPACE,
+            direction="minimize",
+            metric="rmse",
+            objective=lambda result: result.best_score,
+            step=per_epoch,
+            defaults={"model": "mlp"},
+        ),
     }
 
 
@@ -298,6 +323,12 @@ def check_flags(task: SweepTask, explicit: dict[str, Any]) -> None:
             raise UserError(
                 f"{flag_name(name)} belongs to the sweep here; each trial gets a run directory in --output-dir"
             )
+    if "width" in task.search_space:
+        from models.book_models import default_hidden
+
+        model = explicit.get("model", task.settings_cls.__dataclass_fields__["model"].default)
+        if default_hidden(model) is None:
+            raise UserError(f"--model {model} has no hidden layers for the sweep's width; use an MLP (e.g. mlp)")
     if task.settings_cls.__dataclass_fields__.get("eval_every") is not None and explicit.get("eval_every") == 0:
         raise UserError(f"--eval-every 0: a sweep needs evaluations ({task.metric}) to compare and prune trials")
 
@@ -330,11 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="", help="default: runs/sweep-<task>-<study name>")
     args, rest = parser.parse_known_args(argv)
     task = tasks[args.task]
-    explicit = parse_flags(task.settings_cls, rest, prog=f"sweep.py {args.task}")
+    explicit = {**task.defaults, **parse_flags(task.settings_cls, rest, prog=f"sweep.py {args.task}")}
     check_flags(task, explicit)
     study_name = args.study_name or args.task
     output_dir = Path(args.output_dir or Path("runs") / f"sweep-{args.task}-{study_name}")
-    base = {**explicit, "seed": args.seed}
+    recipe = task.settings_cls.recipe(explicit) if hasattr(task.settings_cls, "recipe") else {}
+    base = {**{k: v for k, v in recipe.items() if k not in task.search_space}, **explicit, "seed": args.seed}
     probe = {name: getattr(d, "choices", [getattr(d, "low", None)])[0] for name, d in task.search_space.items()}
     trial_settings(task, base, probe, output_dir / "trial_0000")  # refuses bad flag values before any trial runs
     try:

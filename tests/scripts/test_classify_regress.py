@@ -1,0 +1,113 @@
+"""classify.py and regress.py as a user runs them (in-process through the launchers' own ``launch``)."""
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+
+from conftest import REPO
+from handlers.metrics_log import read_records, records_by_iteration
+from runner.cli import launch
+from runner.export import load_exported
+from runner.supervised import ClassifySettings, RegressSettings, train
+
+
+def run(settings_cls, *argv: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        launch(settings_cls, train, prog="task.py", description="", argv=list(argv))
+    return exit_info.value.code
+
+
+def evaluations(run_dir, key):
+    return [r[key] for r in read_records(run_dir / "metrics.jsonl") if key in r]
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("classify") / "C"
+    assert run(ClassifySettings, "--max-epochs", "3", "--output-dir", str(run_dir)) == 0
+    return run_dir
+
+
+def test_classify_default_learns_digits_and_logs_val_accuracy_each_epoch(classified):
+    accuracy = evaluations(classified, "val_accuracy")
+    assert len(accuracy) == 3 and accuracy[-1] > accuracy[0] and accuracy[-1] > 0.85
+    confusion = evaluations(classified, "val_confusion")[-1]
+    assert len(confusion) == 10 and sum(map(sum, confusion)) == 359  # every validation digit counted once
+    best_iteration = max(records_by_iteration(classified / "metrics.jsonl").items(),
+                         key=lambda item: item[1].get("val_accuracy", -1))[0]  # fmt: skip
+    assert [p.name for p in classified.glob("checkpoints/best_*.pt")] == [f"best_{best_iteration}.pt"]
+
+
+def test_two_epochs_straight_equal_one_then_resume_to_two(classified, tmp_path):
+    straight = tmp_path / "straight"
+    assert run(ClassifySettings, "--max-epochs", "2", "--output-dir", str(straight)) == 0
+    halves = tmp_path / "halves"
+    assert run(ClassifySettings, "--max-epochs", "1", "--output-dir", str(halves)) == 0
+    assert run(ClassifySettings, "--resume", str(halves), "--max-epochs", "2") == 0
+    assert evaluations(straight, "val_accuracy") == evaluations(halves, "val_accuracy")
+    a, b = records_by_iteration(straight / "metrics.jsonl"), records_by_iteration(halves / "metrics.jsonl")
+    assert [a[i].get("loss") for i in sorted(a)] == [b[i].get("loss") for i in sorted(b)]
+
+
+def test_exported_model_reloads_without_training_code_and_as_torchscript(classified):
+    model, spec = load_exported(classified / "export" / "model.pt")
+    assert spec["class_names"] == [str(i) for i in range(10)] and spec["model"] == "small_cnn"
+    torch.load(classified / "export" / "model.pt", weights_only=True)
+    scripted = torch.jit.load(str(classified / "export" / "model.ts"))
+    inputs = torch.rand(5, *spec["input_shape"])
+    with torch.no_grad():
+        assert torch.allclose(model(inputs), scripted(inputs), atol=1e-6)
+
+
+def test_regress_default_val_rmse_falls_and_learns_the_books_line(tmp_path):
+    assert run(RegressSettings, "--max-epochs", "8", "--output-dir", str(tmp_path / "R")) == 0
+    rmse = evaluations(tmp_path / "R", "val_rmse")
+    assert len(rmse) == 8 and rmse[-1] < rmse[0]
+    model, _ = load_exported(tmp_path / "R" / "export" / "model.pt")
+    weight = next(model.parameters()).item()
+    assert weight == pytest.approx(2.0, abs=0.25)  # y = 2x + 3 + noise
+
+
+def test_wide_and_deep_with_auxiliary_output_trains_on_its_two_inputs(tmp_path):
+    run_dir = tmp_path / "W"
+    assert run(RegressSettings, "--dataset", "diabetes", "--model", "wide_deep", "--optimizer", "adam", "--lr", "0.05",
+               "--max-epochs", "3", "--output-dir", str(run_dir)) == 0  # fmt: skip
+    rmse = evaluations(run_dir, "val_rmse")
+    assert rmse[-1] < rmse[0]
+    scripted = torch.jit.load(str(run_dir / "export" / "model.ts"))
+    assert scripted(torch.zeros(2, 10)).shape == (2, 1)  # one tensor in, the main output out
+
+
+@pytest.mark.parametrize(
+    ("settings_cls", "argv", "message"),
+    [
+        (ClassifySettings, ["--model", "lenet"], "lenet needs input_shape (3, 32, 32)"),
+        (ClassifySettings, ["--dataset", "diabetes"], "is a regression data set"),
+        (ClassifySettings, ["--model", "linear"], "is a regression model"),
+        (ClassifySettings, ["--dataset", "mnist", "--data-dir", "no-such-folder-here"], "--data-dir"),
+        (ClassifySettings, ["--dataset", "imagenet"], "--dataset imagenet"),
+        (RegressSettings, ["--optimizer", "adagrad"], "choose one of sgd, adam"),
+        (RegressSettings, ["--lr-decay", "1.5"], "--lr-decay 1.5: must be in (0, 1]"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(settings_cls, argv, message, tmp_path, capsys):
+    assert run(settings_cls, *argv, "--output-dir", str(tmp_path / "x")) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_classify_sweep_gives_a_maximizing_study_with_its_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "sweep.py"), "classify", "--n-trials", "2", "--max-epochs", "2",
+         "--storage", storage, "--study-name", "c", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="c", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in study.trials)  # reported per epoch
