@@ -18,7 +18,7 @@ split's mean and std (regression targets keep their units), so a model sees the 
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class SupervisedData:
     input_shape: tuple[int, ...]  # shape of ONE input tensor, e.g. (64,), (1, 28, 28), (3, 32, 32)
     n_outputs: int  # number of classes (classification) or 1 (regression)
     class_names: list[str] | None  # classification: names in label order; regression: None
+    # How a raw input becomes a model input (kept with an exported model, for predict.py):
+    # {"standardise": {"mean": [...], "std": [...]}} or {"image": {"size": [H, W], "mode": "L"|"RGB", "mean", "std"}}
+    preprocessing: dict = field(default_factory=dict)
 
 
 DATASETS: dict[str, Callable[..., SupervisedData]] = {}
@@ -119,13 +122,20 @@ def standardise(train: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor,
     return (train - means) / stds, (valid - means) / stds
 
 
+def image_preprocessing(size: Sequence[int], mode: str, mean: Sequence[float], std: Sequence[float]) -> dict:
+    return {"image": {"size": list(size), "mode": mode, "mean": list(mean), "std": list(std)}}
+
+
 def tabular_data(name: str, features: np.ndarray, targets: np.ndarray, seed: int, scale: bool = True) -> SupervisedData:
     """A regression data set from a ``(N, F)`` feature matrix and ``(N,)`` targets, split 80/20."""
     inputs = torch.as_tensor(features, dtype=torch.float32)
     outputs = torch.as_tensor(targets, dtype=torch.float32).reshape(-1, 1)
     train_index, valid_index = split_indices(len(inputs), VALID_FRACTION, seed)
     train_inputs, valid_inputs = inputs[train_index], inputs[valid_index]
+    preprocessing = {}
     if scale:
+        means, stds = train_inputs.mean(dim=0), train_inputs.std(dim=0)
+        preprocessing = {"standardise": {"mean": means.tolist(), "std": torch.where(stds > 0, stds, 1).tolist()}}
         train_inputs, valid_inputs = standardise(train_inputs, valid_inputs)
     return SupervisedData(
         name=name,
@@ -135,6 +145,7 @@ def tabular_data(name: str, features: np.ndarray, targets: np.ndarray, seed: int
         input_shape=tuple(inputs.shape[1:]),
         n_outputs=1,
         class_names=None,
+        preprocessing=preprocessing,
     )
 
 
@@ -222,6 +233,7 @@ def load_digits_data(data_dir: str | None = None, seed: int = 0, download: bool 
         input_shape=(1, 8, 8),
         n_outputs=10,
         class_names=[str(name) for name in digits.target_names],
+        preprocessing=image_preprocessing((8, 8), "L", (0.0,), (1.0,)),
     )
 
 
@@ -261,6 +273,7 @@ def load_atari_games(data_dir: str | None = None, seed: int = 0, download: bool 
         input_shape=(3, ATARI_IMAGE_SIZE, ATARI_IMAGE_SIZE),
         n_outputs=len(games),
         class_names=list(games),
+        preprocessing=image_preprocessing((ATARI_IMAGE_SIZE, ATARI_IMAGE_SIZE), "RGB", (0.5,) * 3, (0.5,) * 3),
     )
 
 
@@ -297,6 +310,7 @@ def torchvision_data(
         input_shape=input_shape,
         n_outputs=len(train.classes),
         class_names=list(train.classes),
+        preprocessing=image_preprocessing(input_shape[1:], "L" if input_shape[0] == 1 else "RGB", *normalize),
     )
 
 
@@ -394,6 +408,7 @@ def load_image_folder(data_dir: str | None = None, seed: int = 0, download: bool
         input_shape=(3, PHOTO_SIZE, PHOTO_SIZE),
         n_outputs=len(images.classes),
         class_names=list(images.classes),
+        preprocessing=image_preprocessing((PHOTO_SIZE, PHOTO_SIZE), "RGB", *IMAGENET_NORMALIZE),
     )
 
 
@@ -449,4 +464,5 @@ def load_dogs_vs_cats(data_dir: str | None = None, seed: int = 0, download: bool
         input_shape=(3, PHOTO_SIZE, PHOTO_SIZE),
         n_outputs=len(DOGS_VS_CATS_CLASSES),
         class_names=list(DOGS_VS_CATS_CLASSES),
+        preprocessing=image_preprocessing((PHOTO_SIZE, PHOTO_SIZE), "RGB", *IMAGENET_NORMALIZE),
     )

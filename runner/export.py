@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from models.book_models import build_model
+from runner.errors import UserError
 
 
 def export_model(model: torch.nn.Module, settings: Any, data: Any, directory: Path, say: Callable[[str], None]) -> None:
@@ -29,6 +30,7 @@ def export_model(model: torch.nn.Module, settings: Any, data: Any, directory: Pa
         "kind": data.kind,
         "dataset": settings.dataset,
         "class_names": list(data.class_names) if data.class_names else None,
+        "preprocessing": data.preprocessing,
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
     }
     temporary = directory / "model.pt.tmp"
@@ -39,13 +41,13 @@ def export_model(model: torch.nn.Module, settings: Any, data: Any, directory: Pa
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice on every call
             # A CPU copy: the trained model stays where it is.
-            scripted = torch.jit.trace(_Traceable(copy.deepcopy(model).cpu(), settings.model).eval(), example)
+            scripted = torch.jit.trace(SingleInput(copy.deepcopy(model).cpu(), settings.model).eval(), example)
             scripted.save(str(directory / "model.ts"))
     except Exception as error:  # noqa: BLE001 (tracing fails in many ways; the state_dict export stands anyway)
         say(f"note: no TorchScript export ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
 
 
-class _Traceable(torch.nn.Module):
+class SingleInput(torch.nn.Module):
     """One tensor in, the main prediction out (Wide & Deep's two named inputs are cut inside)."""
 
     def __init__(self, model: torch.nn.Module, name: str):
@@ -62,7 +64,13 @@ class _Traceable(torch.nn.Module):
 
 
 def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    spec = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        spec = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (any unreadable file is the same mistake)
+        raise UserError(f"{path}: not a readable exported model ({type(error).__name__})") from None
+    missing = {"model", "input_shape", "n_outputs", "state_dict", "preprocessing"} - set(spec)
+    if missing:
+        raise UserError(f"{path}: not an export of this version (missing {', '.join(sorted(missing))}); retrain it")
     model = build_model(spec["model"], tuple(spec["input_shape"]), spec["n_outputs"], tuple(spec["hidden"]) or None)
     model.load_state_dict(spec["state_dict"])
-    return model.eval(), spec
+    return SingleInput(model, spec["model"]).eval(), spec

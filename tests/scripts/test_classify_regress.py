@@ -10,6 +10,7 @@ import torch
 from conftest import REPO
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.cli import launch
+from runner.errors import UserError
 from runner.export import load_exported
 from runner.supervised import ClassifySettings, RegressSettings, train
 
@@ -111,3 +112,54 @@ def test_classify_sweep_gives_a_maximizing_study_with_its_trials(tmp_path):
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
     assert all(sorted(t.intermediate_values) == [1, 2] for t in study.trials)  # reported per epoch
+
+
+def test_predict_prints_top_k_labels_for_image_files(classified, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from runner.predict import main as predict
+
+    digits = load_digits()
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"digit{index}.png"
+        Image.fromarray((digits.images[index] / 16 * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    assert predict([str(classified), *paths, "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for path, line in zip(paths, lines, strict=True):
+        labels = line.removeprefix(f"{path}: ").split(", ")
+        assert len(labels) == 2 and all(label.split()[0] in "0123456789" for label in labels)
+        assert sum(float(label.split()[1]) for label in labels) <= 1.0 + 1e-6
+
+
+def test_predict_standardises_raw_feature_rows_like_the_training_data(tmp_path, capsys):
+    from runner.predict import main as predict
+
+    run_dir = tmp_path / "D"
+    assert run(RegressSettings, "--dataset", "diabetes", "--model", "mlp", "--optimizer", "adam", "--lr", "0.01",
+               "--max-epochs", "30", "--output-dir", str(run_dir)) == 0  # fmt: skip
+    from sklearn.datasets import load_diabetes
+
+    features, targets = load_diabetes(return_X_y=True, scaled=False)
+    rows = [",".join(map(str, features[i])) for i in range(40)]
+    capsys.readouterr()  # the training run's report lines
+    assert predict([str(run_dir), *sum((["--values", row] for row in rows), [])]) == 0
+    predicted = [float(line.split(": ")[1]) for line in capsys.readouterr().out.splitlines()]
+    errors = [abs(p - t) for p, t in zip(predicted, targets[:40], strict=True)]
+    assert sum(errors) / len(errors) < 60  # raw rows, standardised by the export: errors as in training (MAE ~45)
+
+
+def test_predict_refuses_mismatched_inputs_in_one_line(classified, tmp_path):
+    from runner.predict import main as predict
+
+    with pytest.raises(UserError, match="takes 64 numbers per row"):
+        predict([str(classified), "--values", "1,2,3"])
+    with pytest.raises(UserError, match="no exported model"):
+        predict([str(tmp_path)])
+    with pytest.raises(UserError, match="not a readable image"):
+        (tmp_path / "x.png").write_text("not an image")
+        predict([str(classified), str(tmp_path / "x.png")])
