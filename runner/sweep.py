@@ -279,8 +279,18 @@ def describe(space: dict[str, optuna.distributions.BaseDistribution]) -> str:
 def sweep_tasks() -> dict[str, SweepTask]:
     from runner import atari_gan, supervised
 
-    def per_epoch(trainer: Engine) -> int:
-        return trainer.state.epoch
+    def supervised_task(settings_cls: type, direction: str, metric: str, model: str) -> SweepTask:
+        """Chapter 003's sweep: lr and the MLP's hidden width, judged by each epoch's validation score."""
+        return SweepTask(
+            settings_cls=settings_cls,
+            train=supervised.train,
+            search_space=supervised.SEARCH_SPACE,
+            direction=direction,
+            metric=metric,
+            objective=lambda result: result.best_score,
+            step=lambda trainer: trainer.state.epoch,
+            defaults={"model": model},
+        )
 
     return {
         "atari_gan": SweepTask(
@@ -291,26 +301,8 @@ def sweep_tasks() -> dict[str, SweepTask]:
             metric="fid",
             objective=lambda result: result.best_fid,
         ),
-        "classify": SweepTask(
-            settings_cls=supervised.ClassifySettings,
-            train=supervised.train,
-            search_space=supervised.SEARCH_SPACE,
-            direction="maximize",
-            metric="accuracy",
-            objective=lambda result: result.best_score,
-            step=per_epoch,
-            defaults={"model": "fashion_mlp"},  # chapter 003 sweeps its Fashion-MNIST MLP
-        ),
-        "regress": SweepTask(
-            settings_cls=supervised.RegressSettings,
-            train=supervised.train,
-            search_space=supervised.SEARCH_SPACE,
-            direction="minimize",
-            metric="rmse",
-            objective=lambda result: result.best_score,
-            step=per_epoch,
-            defaults={"model": "mlp"},
-        ),
+        "classify": supervised_task(supervised.ClassifySettings, "maximize", "accuracy", "fashion_mlp"),
+        "regress": supervised_task(supervised.RegressSettings, "minimize", "rmse", "mlp"),
     }
 
 
