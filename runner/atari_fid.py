@@ -86,7 +86,8 @@ def load_frame_classifier(
             os.replace(temporary, path)
             say(f"Atari-FID classifier: validation accuracy {accuracy:.4f} ({len(FID_GAMES)} games); cached at {path}")
     record = torch.load(path, map_location="cpu", weights_only=True)
-    model = FrameClassifier(image_size, n_classes=len(record["games"]))
+    with torch.random.fork_rng(devices=[]):  # a module's initial weights draw from the RNG the caller trains with
+        model = FrameClassifier(image_size, n_classes=len(record["games"]))
     model.load_state_dict(record["model"])
     info = {key: value for key, value in record.items() if key != "model"}
     return model.eval(), info

@@ -47,3 +47,15 @@ def test_resume_into_a_new_directory_starts_a_new_run_folder(tmp_path, tiny_sett
     assert sorted(records) == list(range(11, 16))
     assert (tmp_path / "second" / "config.json").exists()
     assert max(records_by_iteration(tmp_path / "first" / "metrics.jsonl")) == 10  # the original is untouched
+
+
+def test_a_run_with_fid_evaluations_trains_exactly_like_one_without(tmp_path, tiny_settings):
+    """Evaluating (classifier, held-apart frames, fixed noise, eval-mode generator) draws from no shared RNG."""
+    assert task.train(tiny_settings(tmp_path / "plain", max_iters=12, eval_every=0)).exit_code == 0
+    assert task.train(tiny_settings(tmp_path / "evaluated", max_iters=12, eval_every=4)).exit_code == 0
+    plain = records_by_iteration(tmp_path / "plain" / "metrics.jsonl")
+    evaluated = records_by_iteration(tmp_path / "evaluated" / "metrics.jsonl")
+    assert [evaluated[i]["iteration"] for i in sorted(evaluated) if "fid" in evaluated[i]] == [4, 8, 12]
+    for iteration in range(1, 13):
+        assert plain[iteration]["loss_gen"] == evaluated[iteration]["loss_gen"], iteration
+        assert plain[iteration]["loss_dis"] == evaluated[iteration]["loss_dis"], iteration
