@@ -179,7 +179,8 @@ def train(
     resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
     if resumed_at is not None and resumed_at >= settings.max_iters:
         say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
-        return RunResult(0, resumed_at, None)
+        # A finished run still has its result: a sweep that adopts it after a kill needs its best FID.
+        return RunResult(0, resumed_at, best_fid(run_dir_of_checkpoint(checkpoint[0]) / "metrics.jsonl"))
     run_dir = Path(settings.output_dir)
     continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
     with RunDirectory.open(run_dir, continuing=continuing) as run:

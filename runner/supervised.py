@@ -222,7 +222,9 @@ def train(
         resumed_epoch = engine_state["iteration"] // engine_state["epoch_length"]
     if resumed_epoch is not None and resumed_epoch >= settings.max_epochs:
         say(f"nothing to do: {checkpoint[0]} is at epoch {resumed_epoch}; raise --max-epochs to train further")
-        return RunResult(0, resumed_epoch, None)
+        # A finished run still has its result: a sweep that adopts it after a kill needs its best score.
+        metrics_path = run_dir_of_checkpoint(checkpoint[0]) / "metrics.jsonl"
+        return RunResult(0, resumed_epoch, best_recorded(metrics_path, SCORING[settings.kind]))
     data = load_data(settings)
     scoring = SCORING[settings.kind]
     run_dir = Path(settings.output_dir)

@@ -59,3 +59,11 @@ def test_a_run_with_fid_evaluations_trains_exactly_like_one_without(tmp_path, ti
     for iteration in range(1, 13):
         assert plain[iteration]["loss_gen"] == evaluated[iteration]["loss_gen"], iteration
         assert plain[iteration]["loss_dis"] == evaluated[iteration]["loss_dis"], iteration
+
+
+def test_a_finished_run_resumed_again_reports_its_best_fid_without_training(tmp_path, tiny_settings):
+    """What a sweep sees when it adopts a trial killed after its last checkpoint."""
+    first = task.train(tiny_settings(tmp_path / "run", max_iters=8, eval_every=4))
+    again = task.train(tiny_settings(tmp_path / "run", max_iters=8, eval_every=4), find_checkpoint(tmp_path / "run"))
+    assert again.exit_code == 0 and again.iteration == 8
+    assert again.best_fid == first.best_fid is not None

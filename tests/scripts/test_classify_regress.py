@@ -163,3 +163,14 @@ def test_predict_refuses_mismatched_inputs_in_one_line(classified, tmp_path):
     with pytest.raises(UserError, match="not a readable image"):
         (tmp_path / "x.png").write_text("not an image")
         predict([str(classified), str(tmp_path / "x.png")])
+
+
+def test_a_finished_run_resumed_again_reports_its_best_score_without_training(classified):
+    from handlers.checkpoint import find_checkpoint
+    from runner.settings import make_settings
+
+    settings = make_settings(ClassifySettings, {**ClassifySettings.recipe({}), "max_epochs": 3,
+                                                "output_dir": str(classified)})  # fmt: skip
+    result = train(settings, find_checkpoint(classified))
+    assert result.exit_code == 0 and result.epoch == 3
+    assert result.best_score == max(evaluations(classified, "val_accuracy"))
