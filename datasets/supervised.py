@@ -15,7 +15,6 @@ split's mean and std (regression targets keep their units), so a model sees the 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(data.input_shape), data.n_outputs))
 """
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
+from datasets import cache_dir
 from datasets.atari import labelled_frames
 
 CLASSIFICATION = "classification"
@@ -101,7 +101,7 @@ def dataset_names(kind: str) -> list[str]:
 
 def default_data_dir() -> Path:
     """Where downloads go without ``--data-dir``: next to the runner's other caches (``$IGNITE_BOOK_CACHE``)."""
-    return Path(os.environ.get("IGNITE_BOOK_CACHE") or Path.home() / ".cache" / "ignite-book-runner") / "data"
+    return cache_dir() / "data"
 
 
 # --- splitting and standardising ---------------------------------------------------------------------------------
@@ -114,12 +114,14 @@ def split_indices(count: int, valid_fraction: float, seed: int) -> tuple[torch.T
     return order[n_valid:], order[:n_valid]
 
 
-def standardise(train: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both splits scaled with the train split's column means and stds, as the book does."""
+def standardise(train: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Both splits scaled with the train split's column means and stds, as the book does; also the preprocessing
+    record that lets an exported model take raw rows."""
     means = train.mean(dim=0, keepdim=True)
     stds = train.std(dim=0, keepdim=True)
     stds = torch.where(stds > 0, stds, torch.ones_like(stds))  # a constant column would divide by zero
-    return (train - means) / stds, (valid - means) / stds
+    record = {"standardise": {"mean": means.flatten().tolist(), "std": stds.flatten().tolist()}}
+    return (train - means) / stds, (valid - means) / stds, record
 
 
 def image_preprocessing(size: Sequence[int], mode: str, mean: Sequence[float], std: Sequence[float]) -> dict:
@@ -134,9 +136,7 @@ def tabular_data(name: str, features: np.ndarray, targets: np.ndarray, seed: int
     train_inputs, valid_inputs = inputs[train_index], inputs[valid_index]
     preprocessing = {}
     if scale:
-        means, stds = train_inputs.mean(dim=0), train_inputs.std(dim=0)
-        preprocessing = {"standardise": {"mean": means.tolist(), "std": torch.where(stds > 0, stds, 1).tolist()}}
-        train_inputs, valid_inputs = standardise(train_inputs, valid_inputs)
+        train_inputs, valid_inputs, preprocessing = standardise(train_inputs, valid_inputs)
     return SupervisedData(
         name=name,
         kind=REGRESSION,

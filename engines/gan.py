@@ -10,6 +10,7 @@ discriminator returns logits and the loss is ``BCEWithLogitsLoss`` (Sigmoid + BC
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import FID
 from torch import nn
 
 
@@ -63,8 +64,6 @@ def create_fid_evaluator(
     The generator runs in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
     from no RNG, so a run with evaluations computes the same training numbers as one without.
     """
-    from ignite.metrics import FID
-
     generator_mode = {}
 
     def fid_step(engine: Engine, index: int) -> tuple[torch.Tensor, torch.Tensor]:

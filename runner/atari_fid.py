@@ -22,6 +22,7 @@ from ignite.engine import create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Accuracy
 from torch.utils.data import DataLoader, TensorDataset
 
+from datasets import cache_dir
 from datasets.atari import labelled_frames
 from models.dcgan import stride2_stages
 from models.frame_classifier import FrameClassifier
@@ -32,10 +33,6 @@ FID_GAMES = (
     "Freeway", "MsPacman", "Qbert", "Riverraid", "BeamRider", "Asteroids",
 )  # fmt: skip
 RECIPE = {"train_per_game": 400, "valid_per_game": 100, "epochs": 3, "batch_size": 64, "lr": 1e-3, "seed": 0}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("IGNITE_BOOK_CACHE") or Path.home() / ".cache" / "ignite-book-runner")
 
 
 def extractor_path(image_size: int) -> Path:

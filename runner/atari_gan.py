@@ -5,7 +5,6 @@ in-process; the launcher script only hands the command line to ``runner.cli.laun
 """
 
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FeaturesOf
 from runner.atari_fid import load_frame_classifier
 from runner.device import resolve_device
+from runner.errors import say
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory
 from runner.settings import in_open_unit_interval, non_negative, positive, setting, settings_dict
@@ -97,10 +97,6 @@ class AtariGanSettings:
     filters: int = setting(64, "filters of the first discriminator / last generator layer", check=positive)
     lr: float = setting(1e-4, "Adam learning rate of both networks", check=positive)
     beta1: float = setting(0.5, "Adam beta1 of both networks (beta2 is 0.999)", check=in_open_unit_interval)
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -11,6 +11,11 @@ class UserError(Exception):
 EXIT_USER_ERROR = 2
 
 
+def say(message: str) -> None:
+    """A message for the user on stderr (stdout stays for report lines and results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def exit_cleanly(main: Callable[[], int | None], prog: str) -> None:
     """Run ``main``; a ``UserError`` or Ctrl-C becomes one line on stderr and a non-zero exit."""
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from models.book_models import build_model
+from models.book_models import build_model, split_wide_deep
 from runner.errors import UserError
 
 
@@ -57,8 +57,6 @@ class SingleInput(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.name == "wide_deep":
-            from models.book_models import split_wide_deep
-
             return self.model(**split_wide_deep(x))[0]
         return self.model(x)
 

@@ -11,7 +11,6 @@ epoch end).
 """
 
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader
 from datasets.supervised import load_dataset
 from engines.supervised import (
     AuxiliaryLoss,
+    call_model,
     classification_metrics,
     create_supervised_evaluator_for,
     create_supervised_trainer_for,
@@ -39,7 +39,7 @@ from handlers.lr_decay import DecayOnRise
 from handlers.metrics_log import records_by_iteration
 from models.book_models import AUX_WEIGHT, MODEL_KINDS, build_model, split_wide_deep
 from runner.device import resolve_device
-from runner.errors import UserError
+from runner.errors import UserError, say
 from runner.export import export_model
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory
@@ -162,10 +162,6 @@ class RunResult:
     best_score: float | None  # the best validation accuracy (classification) or RMSE (regression)
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 @dataclass
 class Scoring:
     """What a task kind optimizes: the evaluator metric, its record name, and which way is better."""
@@ -197,7 +193,7 @@ def loss_and_metrics(settings: SupervisedSettings, n_outputs: int) -> tuple[torc
 def model_call(settings: SupervisedSettings) -> Callable[[torch.nn.Module, Any], Any]:
     if settings.model == "wide_deep":  # two named inputs, cut from the feature vector as the book does
         return lambda model, x: model(**split_wide_deep(x))
-    return lambda model, x: model(x)
+    return call_model
 
 
 def load_data(settings: SupervisedSettings) -> Any:

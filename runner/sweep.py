@@ -34,7 +34,7 @@ from handlers.pruning import OptunaPruning
 from runner.errors import UserError
 from runner.settings import flag_name, make_settings
 
-STATE_OF_INTERRUPTED_RUN = 128  # exit codes >= 128: the run stopped on a signal; its trial stays RUNNING, to adopt
+FIRST_SIGNAL_EXIT_CODE = 128  # exit codes >= 128: the run stopped on a signal; its trial stays RUNNING, to adopt
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def run_trial(task: SweepTask, trial: optuna.trial.Trial, base: dict[str, Any], 
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
         return None
-    if result.exit_code >= STATE_OF_INTERRUPTED_RUN:
+    if result.exit_code >= FIRST_SIGNAL_EXIT_CODE:
         return result.exit_code  # stopped by a signal: leave the trial RUNNING; the next sweep adopts it
     value = task.objective(result)
     if result.exit_code != 0 or value is None:
