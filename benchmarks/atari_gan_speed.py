@@ -1,13 +1,19 @@
 """The chapter's plain Atari GAN loop and this runner, side by side on one machine, alternating.
 
-    python benchmarks/atari_gan_speed.py --iters 150 --rounds 2
+    python benchmarks/atari_gan_speed.py --iters 150 --rounds 3
+    python benchmarks/atari_gan_speed.py --runner-flags="--precision fp32 --no-channels-last"   # one switch's worth
 
-Each round runs, as separate processes, (1) a faithful copy of Deep RL Hands-On's 03_atari_gan.py (its networks
-with Sigmoid + BCELoss, its ``iterate_batches`` generator over gymnasium envs, its optimizer settings, batch 16,
-64x64, 64 filters), and (2) ``scripts/atari_gan.py`` with the same sizes and no FID evaluation. It prints seconds
-per iteration in steady state (the median after ``--warmup`` iterations), the whole-process wall time for
-``--iters`` iterations (start-up included), and the ratios. Alternating rounds spread any drift in the machine's
-speed over both.
+Each round runs, as separate processes:
+
+1. ``plain loop``: a faithful copy of Deep RL Hands-On's 03_atari_gan.py (its networks with Sigmoid + BCELoss, its
+   ``iterate_batches`` generator over gymnasium envs, its optimizer settings, batch 16, 64x64, 64 filters);
+2. ``runner``: ``scripts/atari_gan.py`` with its defaults (the fast path on; ``--runner-flags`` adds flags);
+3. ``bare step`` (with ``--overhead``): the runner's own process function, stream and models in a bare ``for``
+   loop, without Ignite's engine and handlers: the difference to 2 is the framework's cost.
+
+Seconds per iteration in steady state are the median of 10-iteration means after ``--warmup`` iterations (the
+runner reports a rate per 10 iterations, so every contestant is measured the same way); whole-process wall time
+includes start-up and exit. Alternating rounds spread any drift in the machine's speed over all contestants.
 """
 
 import argparse
@@ -21,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE, IMAGE_SIZE, LATENT, FILTERS = 16, 64, 100, 64  # the chapter's constants
+BLOCK = 10  # iterations per timing block (the runner's --log-every here)
 
 
 def plain_loop(iters: int) -> list[float]:
@@ -114,52 +121,107 @@ def plain_loop(iters: int) -> list[float]:
     return times
 
 
-def run_plain(iters: int) -> tuple[float, list[float]]:
+def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
+    """The runner's process function, stream and models at its defaults, called in a plain loop (no Engine)."""
+    from types import SimpleNamespace
+
+    import runner.atari_gan as task
+    from runner.device import resolve_device, resolve_precision
+    from runner.rng import seed_everything
+    from runner.settings import make_settings, parse_flags
+
+    explicit = parse_flags(task.AtariGanSettings, ["--dev", "cpu", *runner_flags], prog="bare")
+    settings = make_settings(task.AtariGanSettings, {**explicit, "output_dir": "unused"})
+    device = resolve_device(settings.dev)
+    precision = resolve_precision(settings.precision, device)
+    seed_everything(settings.seed)
+    stream = task.make_stream(settings, device)
+    gan = task.build_gan(settings, device)
+    trainer = task.create_gan_trainer(
+        gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
+        task.gan_step_of(settings, precision),
+    )  # fmt: skip
+    engine = SimpleNamespace(state=SimpleNamespace(iteration=0))  # all the process function reads of its engine
+    times, start = [], time.perf_counter()
+    for batch in stream:
+        engine.state.iteration += 1
+        trainer._process_function(engine, batch)
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+        if len(times) == iters:
+            break
+    stream.close()
+    return times
+
+
+def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
+    command = [sys.executable, __file__, flag, str(iters), f"--runner-flags={' '.join(runner_flags)}"]
     started = time.perf_counter()
-    output = subprocess.run([sys.executable, __file__, "--plain-worker", str(iters)], capture_output=True, text=True,
-                            check=True).stdout  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return time.perf_counter() - started, json.loads(output.splitlines()[-1])
 
 
-def run_runner(iters: int, log_every: int) -> tuple[float, list[float]]:
+def run_runner(iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--max-iters", str(iters),
-                   "--log-every", str(log_every), "--eval-every", "0", "--image-every", "1000000",
-                   "--checkpoint-every", "1000000", "--output-dir", f"{folder}/run"]  # fmt: skip
+                   "--log-every", str(BLOCK), "--output-dir", f"{folder}/run", *runner_flags]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - started
         records = [json.loads(line) for line in Path(f"{folder}/run/metrics.jsonl").read_text().splitlines()]
-    # Each record's rate covers the interval since the previous one: one value per interval, repeated per iteration.
-    per_iteration = [1 / r["iters_per_sec"] for r in records if "iters_per_sec" in r for _ in range(log_every)]
+    # Each record's rate covers the 10 iterations since the previous one: the block's mean, once per iteration.
+    per_iteration = [1 / r["iters_per_sec"] for r in records if "iters_per_sec" in r for _ in range(BLOCK)]
     return seconds, per_iteration
+
+
+def steady_seconds(per_iteration: list[float], warmup: int) -> float:
+    """Median of the 10-iteration means after the warm-up."""
+    blocks = [per_iteration[i : i + BLOCK] for i in range(warmup, len(per_iteration) - BLOCK + 1, BLOCK)]
+    return statistics.median(sum(block) / len(block) for block in blocks)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=20, help="iterations left out of the steady state")
+    parser.add_argument("--runner-flags", default="", help="extra flags for scripts/atari_gan.py (and the bare step)")
+    parser.add_argument("--overhead", action="store_true", help="also time the bare step (the framework's cost)")
     parser.add_argument("--plain-worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-worker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    runner_flags = args.runner_flags.split()
     if args.plain_worker:
         print(json.dumps(plain_loop(args.plain_worker)))
         return
-    log_every = 10
-    results = {"plain loop": [], "runner": []}
+    if args.bare_worker:
+        print(json.dumps(bare_step_loop(args.bare_worker, runner_flags)))
+        return
+    if args.warmup % BLOCK or args.iters - args.warmup < BLOCK:
+        parser.error(f"--warmup must be a multiple of {BLOCK}, with at least {BLOCK} iterations after it")
+    contestants = {
+        "plain loop": lambda n: run_worker("--plain-worker", n, []),
+        "runner": lambda n: run_runner(n, runner_flags),
+    }
+    if args.overhead:
+        contestants["bare step"] = lambda n: run_worker("--bare-worker", n, runner_flags)
+    results = {name: [] for name in contestants}
     for round_number in range(args.rounds):
-        for name, run in (("plain loop", run_plain), ("runner", lambda n: run_runner(n, log_every))):
+        for name, run in contestants.items():
             seconds, per_iteration = run(args.iters)
-            steady = statistics.median(per_iteration[args.warmup :])
+            steady = steady_seconds(per_iteration, args.warmup)
             results[name].append((seconds, steady))
             print(f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process",
                   flush=True)  # fmt: skip
-    plain = [statistics.median(v[i] for v in results["plain loop"]) for i in (0, 1)]
-    runner = [statistics.median(v[i] for v in results["runner"]) for i in (0, 1)]
-    print(f"\n{args.iters} iterations, {args.rounds} rounds (medians):")
-    print(f"  plain loop: {plain[1]:.4f} s/it steady, {plain[0]:.1f} s whole process")
-    print(f"  runner:     {runner[1]:.4f} s/it steady, {runner[0]:.1f} s whole process")
+    medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1)] for name, runs in results.items()}
+    print(f"\n{args.iters} iterations, {args.rounds} rounds (medians), runner flags: {args.runner_flags or 'defaults'}")
+    for name, (seconds, steady) in medians.items():
+        print(f"  {name + ':':12s}{steady:.4f} s/it steady, {seconds:.1f} s whole process")
+    plain, runner = medians["plain loop"], medians["runner"]
     print(f"  speed-up:   {plain[1] / runner[1]:.2f}x steady, {plain[0] / runner[0]:.2f}x whole process")
+    if args.overhead:
+        print(f"  framework:  {(runner[1] / medians['bare step'][1] - 1) * 100:+.1f} % (runner vs bare step, steady)")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,63 @@ discriminator returns logits and the loss is ``BCEWithLogitsLoss`` (Sigmoid + BC
 
     trainer = create_gan_trainer(generator, discriminator, gen_optimizer, dis_optimizer, device)
     trainer.run(frame_stream, max_iters=1000)   # state.output == {"loss_dis": 1.38, "loss_gen": 0.71}
+
+``GanStep`` holds the switches of the fast path (issue 6 in docs/speed.md) and the schedule of chapter 004's
+AnimeGAN (the discriminator trained every ``d_every`` batches, the generator every ``g_every``):
+
+- ``precision``: ``"bf16"`` or ``"fp16"`` runs the forward passes under autocast (weights and optimizer states stay
+  fp32); ``"fp16"`` needs a ``GradScaler``;
+- ``channels_last``: the real batch in the memory layout the models were converted to;
+- ``freeze_discriminator``: no gradients for D's weights during the generator step. The book computes them and
+  throws them away at the next ``zero_grad``, so this changes no number.
 """
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import FID
 from torch import nn
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class GanStep:
+    precision: str = "fp32"
+    channels_last: bool = False
+    freeze_discriminator: bool = True
+    d_every: int = 1
+    g_every: int = 1
+
+
+class LastLosses:
+    """The losses of the latest discriminator and generator steps. With ``d_every``/``g_every`` > 1 an iteration
+    may train only one network; the other's loss is the latest one measured. A checkpoint holds it, so a resumed
+    run reports the same numbers."""
+
+    def __init__(self) -> None:
+        self.values = {"loss_dis": float("nan"), "loss_gen": float("nan")}
+
+    def state_dict(self) -> dict[str, float]:
+        return dict(self.values)
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.values = {name: float(value) for name, value in state.items()}
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No weight gradients for ``module`` inside the block (gradients still flow through it to its input)."""
+    flags = [parameter.requires_grad for parameter in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags, strict=True):
+            parameter.requires_grad_(flag)
 
 
 def create_gan_trainer(
@@ -20,57 +71,102 @@ def create_gan_trainer(
     gen_optimizer: torch.optim.Optimizer,
     dis_optimizer: torch.optim.Optimizer,
     device: torch.device,
+    step: GanStep = GanStep(),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Engine:
+    """The trainer; ``trainer.last_losses`` is a ``LastLosses`` a checkpoint should hold when ``g_every`` or
+    ``d_every`` is above 1."""
+    if step.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {step.precision!r}")
+    if step.precision == "fp16" and scaler is None:
+        raise ValueError("fp16 needs a GradScaler: its gradients underflow without one")
     objective = nn.BCEWithLogitsLoss()
     latent_size = generator.latent_size
     non_blocking = device.type == "cuda"
+    dtype = PRECISIONS[step.precision]
+    last = LastLosses()
 
-    def gan_step(engine: Engine, real_batch: torch.Tensor) -> dict[str, float]:
-        real = real_batch.to(device, non_blocking=non_blocking)
-        noise = torch.randn(real.shape[0], latent_size, 1, 1, device=device)
-        fake = generator(noise)
+    def autocast() -> contextlib.AbstractContextManager:
+        # Each network's weights are cast once per block; D's change between the two steps, so two blocks.
+        return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
+    def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+
+    def discriminator_step(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         dis_optimizer.zero_grad(set_to_none=True)
-        real_logits = discriminator(real)
-        fake_logits = discriminator(fake.detach())  # no gradient into the generator on the discriminator's step
+        with autocast():
+            real_logits = discriminator(real).float()
+            fake_logits = discriminator(fake.detach()).float()  # no gradient into G on D's step
         dis_loss = objective(real_logits, torch.ones_like(real_logits)) + objective(
             fake_logits, torch.zeros_like(fake_logits)
         )
-        dis_loss.backward()
-        dis_optimizer.step()
+        backward_and_step(dis_loss, dis_optimizer)
+        return dis_loss
 
+    def generator_step(fake: torch.Tensor) -> torch.Tensor:
         gen_optimizer.zero_grad(set_to_none=True)
-        fooled_logits = discriminator(fake)
+        freeze = frozen(discriminator) if step.freeze_discriminator else contextlib.nullcontext()
+        with freeze, autocast():
+            fooled_logits = discriminator(fake).float()
         gen_loss = objective(fooled_logits, torch.ones_like(fooled_logits))
-        gen_loss.backward()
-        gen_optimizer.step()
+        backward_and_step(gen_loss, gen_optimizer)
+        return gen_loss
 
-        return {"loss_dis": dis_loss.item(), "loss_gen": gen_loss.item()}
+    def gan_step(engine: Engine, real_batch: torch.Tensor) -> dict[str, float]:
+        index = engine.state.iteration - 1
+        real = real_batch.to(device, non_blocking=non_blocking)
+        if step.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        noise = torch.randn(real.shape[0], latent_size, 1, 1, device=device)
+        with autocast():
+            fake = generator(noise)
+        losses = {}
+        if index % step.d_every == 0:
+            losses["loss_dis"] = discriminator_step(real, fake)
+        if index % step.g_every == 0:
+            losses["loss_gen"] = generator_step(fake)
+        if scaler is not None:
+            scaler.update()
+        if losses:  # one device sync for both numbers
+            last.values.update(zip(losses, torch.stack(list(losses.values())).detach().tolist(), strict=True))
+        return dict(last.values)
 
-    return Engine(gan_step)
+    trainer = Engine(gan_step)
+    trainer.last_losses = last
+    return trainer
 
 
 def create_fid_evaluator(
     generator: nn.Module,
     features: nn.Module,
-    real_frames: torch.Tensor,
+    real_frames: torch.Tensor | Callable[[], torch.Tensor],
     noise: torch.Tensor,
     batch_size: int,
     device: torch.device,
 ) -> Engine:
     """An evaluator whose ``run(range(n_batches))`` leaves ``state.metrics["fid"]``: Ignite's ``FID`` between the
-    generator's images of ``noise`` and ``real_frames``, in the feature space of ``features``.
+    generator's images of ``noise`` and ``real_frames``, in the feature space of ``features`` (a module with a
+    ``feature_size``). ``real_frames`` may be a function that makes them: it is called at the first evaluation.
 
     The generator runs in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
     from no RNG, so a run with evaluations computes the same training numbers as one without.
     """
     generator_mode = {}
+    real = {"frames": real_frames}
 
     def fid_step(engine: Engine, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = slice(index * batch_size, (index + 1) * batch_size)
         with torch.no_grad():
             fake = generator(noise[chunk]).float()
-        return fake, real_frames[chunk].to(device)
+        if callable(real["frames"]):
+            real["frames"] = real["frames"]()
+        return fake, real["frames"][chunk].to(device)
 
     evaluator = Engine(fid_step)
 
@@ -84,7 +180,7 @@ def create_fid_evaluator(
         generator.train(generator_mode["training"])
 
     features.eval()
-    FID(num_features=features.classifier.feature_size, feature_extractor=features, device=device).attach(
+    FID(num_features=features.feature_size, feature_extractor=features, device=device).attach(
         evaluator, "fid"
     )
     return evaluator

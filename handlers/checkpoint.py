@@ -17,7 +17,7 @@ import math
 import pickle
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +157,12 @@ class ExactResume:
         settings: Mapping[str, Any],
         n_saved: int = 2,
         per_epoch: bool = False,
+        optional: Collection[str] = (),
     ):
         """``per_epoch``: save every ``every`` epochs, and at the end only on an epoch boundary (an epoch-based task
-        restarts its data loader at each epoch, so only a state between epochs can be continued exactly)."""
+        restarts its data loader at each epoch, so only a state between epochs can be continued exactly).
+        ``optional``: names a checkpoint may lack (e.g. a GradScaler when resuming a bf16 run in fp16); they keep
+        their fresh state."""
         if n_saved < 2:
             raise ValueError("n_saved must be >= 2: a kill during rotation must leave a whole checkpoint")
         self.to_save = {**to_save, "rng": GlobalRNG(), "settings": SettingsRecord(settings)}
@@ -174,6 +177,7 @@ class ExactResume:
             global_step_transform=lambda engine, _: engine.state.iteration,
         )
         self._metric_states: dict[str, Any] = {}
+        self.optional = set(optional)
 
     def attach(self, engine: Engine) -> "ExactResume":
         engine.add_event_handler(Events.STARTED, self._reapply_metric_states)
@@ -199,7 +203,8 @@ class ExactResume:
         self.checkpoint(engine)
 
     def load(self, checkpoint: Mapping[str, Any]) -> None:
-        Checkpoint.load_objects({**self.to_save, "checkpointer": self.checkpoint}, dict(checkpoint))
+        objects = {name: obj for name, obj in self.to_save.items() if name in checkpoint or name not in self.optional}
+        Checkpoint.load_objects({**objects, "checkpointer": self.checkpoint}, dict(checkpoint))
         self._metric_states = {name: checkpoint[name] for name, obj in self.to_save.items() if isinstance(obj, Metric)}
 
     def _reapply_metric_states(self, _: Engine) -> None:

@@ -12,9 +12,11 @@ from torch import Tensor, nn
 
 from models.dcgan import stride2_stages
 
+FEATURE_SIZE = 64  # Atari-FID's feature space
+
 
 class FrameClassifier(nn.Module):
-    def __init__(self, image_size: int = 64, n_classes: int = 12, width: int = 16, feature_size: int = 64):
+    def __init__(self, image_size: int = 64, n_classes: int = 12, width: int = 16, feature_size: int = FEATURE_SIZE):
         super().__init__()
         stages = stride2_stages(image_size)
         layers: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1), nn.ReLU()]
@@ -40,6 +42,7 @@ class FeaturesOf(nn.Module):
     def __init__(self, classifier: FrameClassifier):
         super().__init__()
         self.classifier = classifier
+        self.feature_size = classifier.feature_size
 
     def forward(self, frames: Tensor) -> Tensor:
         return self.classifier.features(frames)

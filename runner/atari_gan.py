@@ -4,6 +4,7 @@ This lives in the package rather than in ``scripts/atari_gan.py`` so that sweeps
 in-process; the launcher script only hands the command line to ``runner.cli.launch``.
 """
 
+import functools
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, TerminateOnNan, global_step_from_engine
 
 from datasets.atari import DEFAULT_GAMES, FrameStream, check_games, spaced_frames
-from engines.gan import create_fid_evaluator, create_gan_trainer, fid_batches
+from datasets.prefetch import Prefetched
+from engines.gan import GanStep, create_fid_evaluator, create_gan_trainer, fid_batches
 from handlers import (
     ExactResume,
     GracefulStop,
@@ -31,9 +33,9 @@ from handlers.evaluation import PeriodicEvaluation
 from handlers.logging import attach_running_averages, attach_tensorboard
 from handlers.metrics_log import records_by_iteration
 from models.dcgan import Discriminator, Generator, stride2_stages
-from models.frame_classifier import FeaturesOf
+from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.atari_fid import load_frame_classifier
-from runner.device import resolve_device
+from runner.device import resolve_device, resolve_precision
 from runner.errors import say
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory
@@ -48,6 +50,7 @@ SEARCH_SPACE = {
     "filters": optuna.distributions.CategoricalDistribution([16, 32, 64]),
     "latent_size": optuna.distributions.CategoricalDistribution([32, 64, 100, 128]),
 }
+PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
 
 
@@ -58,6 +61,11 @@ def at_least_two(value: int) -> None:
 
 def image_side(value: int) -> None:
     stride2_stages(value)  # raises ValueError with the reason
+
+
+def precision_name(value: str) -> None:
+    if value not in PRECISION_CHOICES:
+        raise ValueError(f"must be one of {', '.join(PRECISION_CHOICES)}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,18 @@ class AtariGanSettings:
     filters: int = setting(64, "filters of the first discriminator / last generator layer", check=positive)
     lr: float = setting(1e-4, "Adam learning rate of both networks", check=positive)
     beta1: float = setting(0.5, "Adam beta1 of both networks (beta2 is 0.999)", check=in_open_unit_interval)
+    # the fast path (docs/speed.md): each switch on by default where it keeps quality, each can be turned off
+    precision: str = setting(
+        "auto", "autocast: auto (bf16 where supported, fp16 on older GPUs), bf16, fp16 (CUDA) or fp32 (off)",
+        check=precision_name, resume="free",
+    )  # fmt: skip
+    channels_last: bool = setting(True, "channels-last memory layout for both networks", resume="free")
+    freeze_discriminator: bool = setting(
+        True, "skip D's weight gradients in the generator step (the book computes and discards them)", resume="free"
+    )
+    fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
+    producer: bool = setting(True, "make frames in a background thread while the step trains", resume="free")
+    compile: bool = setting(False, "torch.compile both networks (pays off on CUDA for long runs)", resume="free")
 
 
 @dataclass
@@ -107,23 +127,64 @@ class Gan:
     dis_optimizer: torch.optim.Optimizer
 
 
+def make_stream(settings: AtariGanSettings, device: torch.device) -> FrameStream | Prefetched:
+    """The live frame stream, made in a background thread unless ``--no-producer``."""
+    stream = FrameStream(settings.games, settings.batch_size, settings.image_size, settings.seed)
+    if settings.producer:
+        return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
+    return stream
+
+
 def build_gan(settings: AtariGanSettings, device: torch.device) -> Gan:
-    """The chapter's networks and their two Adam optimizers."""
+    """The chapter's networks and their two Adam optimizers, in the fast path's memory layout and kernels."""
     generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size).to(device)
     discriminator = Discriminator(settings.image_size, 3, settings.filters).to(device)
-    betas = (settings.beta1, 0.999)
+    if settings.channels_last:
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    if settings.compile:
+        generator.compile()  # in place: the state_dict keys stay those of an uncompiled run
+        discriminator.compile()
+    adam = {"betas": (settings.beta1, 0.999), "lr": settings.lr}
+    adam["fused" if settings.fused_adam else "foreach"] = True
     return Gan(
         generator,
         discriminator,
-        torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas),
-        torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas),
+        torch.optim.Adam(generator.parameters(), **adam),
+        torch.optim.Adam(discriminator.parameters(), **adam),
     )
+
+
+def gan_step_of(settings: AtariGanSettings, precision: str) -> GanStep:
+    return GanStep(precision, settings.channels_last, settings.freeze_discriminator)
+
+
+def fast_path_summary(settings: AtariGanSettings, precision: str) -> str:
+    switches = [f"{precision} autocast" if precision != "fp32" else "fp32 (no autocast)"]
+    names = ("channels_last", "freeze_discriminator", "fused_adam", "producer", "compile")
+    switches += [name.replace("_", " ") for name in names if getattr(settings, name)]
+    return ", ".join(switches)
 
 
 def fixed_noise(settings: AtariGanSettings, device: torch.device) -> torch.Tensor:
     """The sample sheets' noise, from its own generator: writing sheets draws nothing from the shared RNGs."""
     source = torch.Generator().manual_seed(settings.seed)
     return torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=source).to(device)
+
+
+class LazyFeatures(torch.nn.Module):
+    """Atari-FID's feature layer, its classifier loaded (or trained, on first use) when first called."""
+
+    def __init__(self, load: Callable[[], FrameClassifier]):
+        super().__init__()
+        self.load = load
+        self.classifier: FrameClassifier | None = None
+        self.feature_size = FEATURE_SIZE  # (building a classifier to ask would draw from the training RNG)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            self.classifier = self.load()
+        return self.classifier.features(frames)
 
 
 @dataclass
@@ -138,13 +199,14 @@ def attach_fid_evaluation(trainer, gan, settings, run, metrics_log, tb_logger, d
 
     Returns the evaluator (for more handlers, e.g. pruning) and the objects whose state a checkpoint must hold.
     """
-    classifier, _ = load_frame_classifier(settings.image_size, say=say)
-    real = spaced_frames(
-        settings.games, settings.fid_samples, settings.image_size, seed=settings.seed + EVAL_SEED_OFFSET
+    # The classifier and the real frames take seconds to make: a run pays for them at its first evaluation.
+    features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=say)[0].to(device))
+    real = functools.partial(
+        spaced_frames, settings.games, settings.fid_samples, settings.image_size, seed=settings.seed + EVAL_SEED_OFFSET
     )
     noise_source = torch.Generator().manual_seed(settings.seed + EVAL_SEED_OFFSET)
     noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=noise_source).to(device)
-    evaluator = create_fid_evaluator(gan.generator, FeaturesOf(classifier).to(device), real, noise, 256, device)
+    evaluator = create_fid_evaluator(gan.generator, features, real, noise, 256, device)
     PeriodicEvaluation(
         evaluator, fid_batches(settings.fid_samples, 256), settings.eval_every, metrics_log, tb_logger
     ).attach(trainer)
@@ -172,6 +234,7 @@ def train(
 ) -> RunResult:
     """Train (or continue) one run. ``attach_to_evaluator(evaluator, trainer)`` adds handlers (e.g. pruning)."""
     device = resolve_device(settings.dev)
+    precision = resolve_precision(settings.precision, device)
     resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
     if resumed_at is not None and resumed_at >= settings.max_iters:
         say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
@@ -182,9 +245,14 @@ def train(
     with RunDirectory.open(run_dir, continuing=continuing) as run:
         run.write_config(settings_dict(settings))
         seed_everything(settings.seed)
-        stream = FrameStream(settings.games, settings.batch_size, settings.image_size, settings.seed)
+        stream = make_stream(settings, device)
         gan = build_gan(settings, device)
-        trainer = create_gan_trainer(gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device)
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        trainer = create_gan_trainer(
+            gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
+            gan_step_of(settings, precision), scaler,
+        )  # fmt: skip
+        say(f"fast path: {fast_path_summary(settings, precision)}")
 
         # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
         averages = attach_running_averages(trainer, ["loss_gen", "loss_dis"])
@@ -203,9 +271,12 @@ def train(
             if attach_to_evaluator is not None:
                 attach_to_evaluator(evaluator, trainer)
         to_save = {"trainer": trainer, "stream": stream, **vars(gan), **averages, **evaluation_state}
+        if scaler is not None:
+            to_save["grad_scaler"] = scaler
         resume = ExactResume(
-            to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings), settings.keep_checkpoints
-        ).attach(trainer)
+            to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings), settings.keep_checkpoints,
+            optional=["grad_scaler"],
+        ).attach(trainer)  # fmt: skip
         if checkpoint is not None:
             resume.load(checkpoint[1])
             metrics_log.write({"resumed_from": resumed_at, "checkpoint": str(checkpoint[0])})

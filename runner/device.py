@@ -23,3 +23,23 @@ def resolve_device(name: str) -> torch.device:
     if device.index is not None and device.index >= count:
         raise UserError(f"--dev {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 matmuls and convolutions run natively (AVX512-BF16 or AMX on CPU; Ampere or newer on CUDA)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``--precision`` -> ``fp32``, ``bf16`` or ``fp16`` for ``device``, or a ``UserError`` saying why not."""
+    if name == "auto":
+        if bf16_supported(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA device (on CPU use bf16, or fp32)")
+    if name == "bf16" and not bf16_supported(device):
+        raise UserError(f"--precision bf16: this {device.type} has no native bf16 support; use --precision fp32")
+    return name

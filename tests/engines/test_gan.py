@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+from ignite.engine import Events
 
-from engines.gan import create_gan_trainer
+from engines.gan import GanStep, create_gan_trainer
 from models.dcgan import Discriminator, Generator
 
 
@@ -87,3 +88,95 @@ def test_training_moves_both_networks_and_is_reproducible():
     out2 = second.run(real_batches(5), max_epochs=1).output
     assert out1 == out2
     assert all(torch.equal(a, b) for a, b in zip(g1.state_dict().values(), g2.state_dict().values(), strict=True))
+
+
+def run_with(step, seed=0, batches=3, scaler=None):
+    torch.manual_seed(seed)
+    generator = Generator(image_size=8, filters=2, latent_size=4)
+    discriminator = Discriminator(image_size=8, filters=2)
+    if step.channels_last:
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    gen_optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    dis_optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    trainer = create_gan_trainer(
+        generator, discriminator, gen_optimizer, dis_optimizer, torch.device("cpu"), step, scaler
+    )
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(dict(engine.state.output)))
+    torch.manual_seed(seed + 100)
+    trainer.run(real_batches(batches), max_epochs=1)
+    return losses, generator, discriminator
+
+
+def test_freezing_the_discriminator_for_the_generator_step_changes_no_number():
+    frozen_losses, frozen_g, frozen_d = run_with(GanStep(freeze_discriminator=True))
+    book_losses, book_g, book_d = run_with(GanStep(freeze_discriminator=False))
+    assert frozen_losses == book_losses
+    frozen_weights = [*frozen_g.parameters(), *frozen_d.parameters()]
+    for a, b in zip(frozen_weights, [*book_g.parameters(), *book_d.parameters()], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_frozen_discriminator_gets_no_weight_gradients_from_the_generator_step():
+    torch.manual_seed(0)
+    generator, discriminator = Generator(8, 3, 2, 4), Discriminator(8, 3, 2)
+    gen_optimizer = torch.optim.Adam(generator.parameters())
+    dis_optimizer = torch.optim.Adam(discriminator.parameters())
+    grads_after_dis_step = {}
+    original_step = dis_optimizer.step
+
+    def recording_step(*args, **kwargs):
+        result = original_step(*args, **kwargs)
+        grads_after_dis_step["grads"] = [p.grad.clone() for p in discriminator.parameters()]
+        return result
+
+    dis_optimizer.step = recording_step
+    trainer = create_gan_trainer(generator, discriminator, gen_optimizer, dis_optimizer, torch.device("cpu"))
+    trainer.run(real_batches(1), max_epochs=1)
+    for saved, now in zip(grads_after_dis_step["grads"], discriminator.parameters(), strict=True):
+        assert torch.equal(saved, now.grad), "the G step added to D's gradients"
+        assert now.requires_grad, "D is trainable again after the G step"
+
+
+@pytest.mark.parametrize("step", [GanStep(precision="bf16"), GanStep(channels_last=True), GanStep("bf16", True)])
+def test_fast_path_losses_stay_close_to_fp32(step):
+    fast, _, _ = run_with(step)
+    reference, _, _ = run_with(GanStep())
+    for fast_losses, reference_losses in zip(fast, reference, strict=True):
+        for name in ("loss_dis", "loss_gen"):
+            assert math.isfinite(fast_losses[name])
+            assert fast_losses[name] == pytest.approx(reference_losses[name], rel=0.05)
+
+
+def test_generator_every_n_batches_leaves_it_untouched_in_between_and_repeats_its_last_loss():
+    torch.manual_seed(0)
+    generator, discriminator = Generator(8, 3, 2, 4), Discriminator(8, 3, 2)
+    gen_optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    dis_optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    trainer = create_gan_trainer(
+        generator, discriminator, gen_optimizer, dis_optimizer, torch.device("cpu"), GanStep(g_every=3)
+    )
+    snapshots, outputs = [], []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def record(engine):
+        snapshots.append([p.detach().clone() for p in generator.parameters()])
+        outputs.append(dict(engine.state.output))
+
+    trainer.run(real_batches(4), max_epochs=1)
+    moved = [not all(map(torch.equal, before, after)) for before, after in zip(snapshots, snapshots[1:], strict=False)]
+    assert moved == [False, False, True]  # iterations 2 and 3 leave G alone, iteration 4 (index 3) trains it
+    assert outputs[1]["loss_gen"] == outputs[0]["loss_gen"] == outputs[2]["loss_gen"]
+    assert len({o["loss_dis"] for o in outputs}) == 4  # D trains every batch
+    assert trainer.last_losses.state_dict() == outputs[-1]
+
+
+def test_fp16_without_a_grad_scaler_is_refused():
+    with pytest.raises(ValueError, match="GradScaler"):
+        run_with(GanStep(precision="fp16"))
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        run_with(GanStep(precision="fp8"))

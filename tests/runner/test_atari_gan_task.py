@@ -7,6 +7,7 @@ import torch
 import runner.atari_gan as task
 from handlers.checkpoint import checkpoint_files, find_checkpoint
 from handlers.metrics_log import records_by_iteration
+from runner.device import bf16_supported
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_settings, monkeypatch, capsys):
@@ -67,3 +68,28 @@ def test_a_finished_run_resumed_again_reports_its_best_fid_without_training(tmp_
     again = task.train(tiny_settings(tmp_path / "run", max_iters=8, eval_every=4), find_checkpoint(tmp_path / "run"))
     assert again.exit_code == 0 and again.iteration == 8
     assert again.best_fid == first.best_fid is not None
+
+
+def losses_of(run_dir):
+    records = records_by_iteration(run_dir / "metrics.jsonl")
+    return [(records[i]["loss_dis"], records[i]["loss_gen"]) for i in sorted(records) if "loss_gen" in records[i]]
+
+
+def test_the_background_producer_changes_no_number(tmp_path, tiny_settings):
+    assert task.train(tiny_settings(tmp_path / "with", max_iters=12, producer=True)).exit_code == 0
+    assert task.train(tiny_settings(tmp_path / "without", max_iters=12, producer=False)).exit_code == 0
+    assert losses_of(tmp_path / "with") == losses_of(tmp_path / "without")
+
+
+def test_every_fast_path_switch_can_be_turned_off(tmp_path, tiny_settings, capsys):
+    book = dict(precision="fp32", channels_last=False, freeze_discriminator=False, fused_adam=False, producer=False)
+    assert task.train(tiny_settings(tmp_path / "book", max_iters=6, **book)).exit_code == 0
+    assert "fast path: fp32 (no autocast)\n" in capsys.readouterr().err
+    fast = task.train(tiny_settings(tmp_path / "fast", max_iters=6))
+    assert fast.exit_code == 0
+    assert "fast path: bf16 autocast" in capsys.readouterr().err or not bf16_supported(torch.device("cpu"))
+    book_losses, fast_losses = losses_of(tmp_path / "book"), losses_of(tmp_path / "fast")
+    assert len(book_losses) == len(fast_losses) == 6
+    assert fast_losses != book_losses  # the switches do something...
+    for (book_dis, book_gen), (fast_dis, fast_gen) in zip(book_losses, fast_losses, strict=True):
+        assert abs(fast_dis - book_dis) < 0.1 * book_dis and abs(fast_gen - book_gen) < 0.1 * book_gen  # ...and agree

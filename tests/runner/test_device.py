@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from runner.device import resolve_device
+import runner.device as device_module
+from runner.device import resolve_device, resolve_precision
 from runner.errors import UserError
 
 
@@ -51,3 +52,26 @@ def test_a_name_that_is_not_a_device_is_a_user_error(name):
 def test_other_device_types_are_a_user_error(name):
     with pytest.raises(UserError, match="only cpu and cuda"):
         resolve_device(name)
+
+
+def test_auto_precision_on_cpu_is_bf16_where_supported_else_fp32(monkeypatch):
+    for supported, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(device_module, "bf16_supported", lambda device, value=supported: value)
+        assert resolve_precision("auto", torch.device("cpu")) == expected
+
+
+def test_auto_precision_on_cuda_falls_back_to_fp16(monkeypatch):
+    monkeypatch.setattr(device_module, "bf16_supported", lambda device: False)
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_fp16_on_cpu_is_a_user_error():
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_bf16_without_native_support_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(device_module, "bf16_supported", lambda device: False)
+    with pytest.raises(UserError, match="no native bf16"):
+        resolve_precision("bf16", torch.device("cpu"))
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"

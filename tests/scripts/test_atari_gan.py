@@ -155,6 +155,8 @@ BAD_INPUTS = {
     "odd image size": (["--image-size", "48"], "power of two"),
     "non-number": (["--max-iters", "ten"], "invalid int value"),
     "missing resume path": (["--resume", "no/such/run"], "--resume no/such/run: no such file or directory"),
+    "unknown precision": (["--precision", "fp8"], "--precision fp8: must be one of auto, bf16, fp16, fp32"),
+    "fp16 on the CPU": (["--precision", "fp16"], "--precision fp16 needs a CUDA device"),
 }
 
 
