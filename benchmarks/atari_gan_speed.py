@@ -136,7 +136,7 @@ def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
     precision = resolve_precision(settings.precision, device)
     seed_everything(settings.seed)
     stream = task.make_stream(settings, device)
-    gan = task.build_gan(settings, device)
+    gan = task.build_gan(settings, *task.make_networks(settings), device)
     trainer = task.create_gan_trainer(
         gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
         task.gan_step_of(settings, precision),

@@ -1,11 +1,15 @@
-"""The DCGAN pair of Deep RL Hands-On, chapter 3, with its sizes as arguments.
+"""The DCGAN pairs of Deep RL Hands-On, chapter 3 (Atari frames) and of chapter 004's AnimeGAN, sizes as arguments.
 
-At the chapter's sizes (``image_size=64, filters=64, latent_size=100``) the layers are exactly the book's:
+At the Atari chapter's sizes (``image_size=64, filters=64, latent_size=100``) the layers are exactly the book's:
 the discriminator halves the image four times (64 -> 4) with 64, 128, 256, 512 filters and ends in a 4x4 convolution
 to one number; the generator mirrors it. A smaller ``image_size`` (a power of two, at least 8) drops stride-2 stages,
 so tests can run the same architecture on 16x16 frames.
 
-The discriminator returns *logits*: the loss is ``BCEWithLogitsLoss``, the same maths as the book's Sigmoid +
+AnimeGAN's 96x96 pair has the same inner stages but an outer stage of stride 3 (kernel 5, padding 1: 96 <-> 32),
+LeakyReLU(0.2) in the discriminator and no biases: ``Discriminator(96, leaky_slope=0.2, bias=False)``. Any side of
+the form ``3 * 2**k`` (at least 24) takes that outer stage; a power of two takes the Atari one.
+
+The discriminator returns *logits*: the loss is ``BCEWithLogitsLoss``, the same maths as the books' Sigmoid +
 ``BCELoss`` but numerically safe in low precision.
 """
 
@@ -19,18 +23,38 @@ def stride2_stages(image_size: int) -> int:
     return image_size.bit_length() - 3  # 64 -> 4 stages, 16 -> 2
 
 
+def outer_stage(image_size: int) -> tuple[int, int, int, int]:
+    """``(inner_stages, kernel, stride, padding)`` of the layer next to the image: stride 2 for a power of two
+    (the Atari chapter), stride 3 with kernel 5 for ``3 * 2**k`` (AnimeGAN's 96 -> 32)."""
+    if image_size >= 24 and image_size % 3 == 0 and not (image_size // 3) & (image_size // 3 - 1):
+        return (image_size // 3).bit_length() - 3, 5, 3, 1
+    try:
+        return stride2_stages(image_size) - 1, 4, 2, 1
+    except ValueError:
+        raise ValueError(
+            f"image_size must be a power of two >= 8 or 3 x a power of two >= 24 (e.g. 96), got {image_size}"
+        ) from None
+
+
 class Discriminator(nn.Module):
     """Image -> one real/fake logit per image."""
 
-    def __init__(self, image_size: int = 64, channels: int = 3, filters: int = 64):
+    def __init__(
+        self, image_size: int = 64, channels: int = 3, filters: int = 64, leaky_slope: float = 0.0, bias: bool = True
+    ):
         super().__init__()
-        stages = stride2_stages(image_size)
-        layers: list[nn.Module] = [nn.Conv2d(channels, filters, 4, 2, 1), nn.ReLU()]  # no BN on the input stage
+        inner, kernel, stride, padding = outer_stage(image_size)
+
+        def activation() -> nn.Module:
+            return nn.LeakyReLU(leaky_slope) if leaky_slope else nn.ReLU()
+
+        # no BN on the input stage
+        layers: list[nn.Module] = [nn.Conv2d(channels, filters, kernel, stride, padding, bias=bias), activation()]
         width = filters
-        for _ in range(stages - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1), nn.BatchNorm2d(width * 2), nn.ReLU()]
+        for _ in range(inner):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=bias), nn.BatchNorm2d(width * 2), activation()]
             width *= 2
-        layers.append(nn.Conv2d(width, 1, 4, 1, 0))  # (B, 1, 1, 1)
+        layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=bias))  # (B, 1, 1, 1)
         self.conv_pipe = nn.Sequential(*layers)
 
     def forward(self, images: Tensor) -> Tensor:  # (B, C, S, S) -> (B,)
@@ -40,15 +64,21 @@ class Discriminator(nn.Module):
 class Generator(nn.Module):
     """Latent vector ``(B, latent_size, 1, 1)`` -> image in [-1, 1]."""
 
-    def __init__(self, image_size: int = 64, channels: int = 3, filters: int = 64, latent_size: int = 100):
+    def __init__(
+        self, image_size: int = 64, channels: int = 3, filters: int = 64, latent_size: int = 100, bias: bool = True
+    ):
         super().__init__()
-        stages = stride2_stages(image_size)
-        width = filters * 2 ** (stages - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_size, width, 4, 1, 0), nn.BatchNorm2d(width), nn.ReLU()]
-        for _ in range(stages - 1):  # each stage doubles the side: 4 -> 8 -> ...
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1), nn.BatchNorm2d(width // 2), nn.ReLU()]
+        inner, kernel, stride, padding = outer_stage(image_size)
+        width = filters * 2**inner
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_size, width, 4, 1, 0, bias=bias),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        ]
+        for _ in range(inner):  # each stage doubles the side: 4 -> 8 -> ...
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=bias), nn.BatchNorm2d(width // 2), nn.ReLU()]
             width //= 2
-        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]  # (B, C, S, S)
+        layers += [nn.ConvTranspose2d(width, channels, kernel, stride, padding, bias=bias), nn.Tanh()]  # (B, C, S, S)
         self.pipe = nn.Sequential(*layers)
         self.latent_size = latent_size
 

@@ -8,12 +8,13 @@ a resumed run are the checkpoint's, with the flags given on top; a flag that wou
 (sizes, games, learning rate, seed) is refused.
 """
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from handlers.checkpoint import find_checkpoint, run_dir_of_checkpoint
-from runner.errors import exit_cleanly
+from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import from_saved, make_settings, parse_flags
 
@@ -39,7 +40,7 @@ def launch(
     description: str,
     argv: Sequence[str] | None = None,
 ) -> None:
-    task = Path(prog).stem
+    task = Path(prog.split()[0]).stem  # "image_gan.py train" -> image_gan
 
     def main() -> int:
         explicit = parse_flags(settings_cls, argv, prog, description)
@@ -47,3 +48,34 @@ def launch(
         return train(settings, checkpoint).exit_code
 
     exit_cleanly(main, prog)
+
+
+def launch_tool(
+    settings_cls: type, run: Callable[[Any], Any], prog: str, description: str, argv: Sequence[str] | None = None
+) -> None:
+    """A command without run directory or resume (e.g. ``generate``): flags -> settings -> ``run(settings)``."""
+
+    def main() -> int:
+        settings = make_settings(settings_cls, parse_flags(settings_cls, argv, prog, description))
+        return run(settings).exit_code
+
+    exit_cleanly(main, prog)
+
+
+def dispatch(
+    commands: Mapping[str, Callable[[list[str]], None]],
+    prog: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """``prog COMMAND [flags]``: hand the flags to the command's launcher (``commands[name](flags)``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: {prog} {{{','.join(commands)}}} [flags]  ({prog} COMMAND --help for its flags)\n")
+        print(description)
+        sys.exit(0)
+    if not argv or argv[0] not in commands:
+        given = f"unknown command {argv[0]!r}" if argv else "a command is needed"
+        print(f"{prog}: error: {given}; choose one of: {', '.join(commands)} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    commands[argv[0]](argv[1:])

@@ -40,6 +40,16 @@ def non_negative(value: float) -> None:
         raise ValueError("must not be negative")
 
 
+def required(value: str) -> None:
+    if not value:
+        raise ValueError("is required")
+
+
+def at_least_two(value: int) -> None:
+    if value < 2:
+        raise ValueError("must be at least 2")
+
+
 def in_open_unit_interval(value: float) -> None:
     if not 0 <= value < 1:
         raise ValueError("must be in [0, 1)")
@@ -114,6 +124,8 @@ def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
                 check(value)
             except ValueError as reason:
                 shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+                if shown == "":
+                    raise UserError(f"{flag_name(name)} {reason}") from None
                 raise UserError(f"{flag_name(name)} {shown}: {reason}") from None
     validate = getattr(settings, "validate", None)
     if validate is not None:

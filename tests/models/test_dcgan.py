@@ -39,7 +39,7 @@ def test_stride2_stages_refuses_sizes_that_are_not_powers_of_two_from_eight(imag
         stride2_stages(image_size)
 
 
-@pytest.mark.parametrize("image_size", [4, 48])
+@pytest.mark.parametrize("image_size", [4, 12, 40, 100])
 def test_models_refuse_an_unsupported_image_size(image_size):
     with pytest.raises(ValueError):
         Discriminator(image_size=image_size)
@@ -150,3 +150,32 @@ def test_gradients_reach_every_parameter_from_bce_with_logits():
         for parameter_name, parameter in model.named_parameters():
             assert parameter.grad is not None, f"{name}.{parameter_name}"
             assert parameter.grad.abs().sum().item() > 0, f"{name}.{parameter_name}"
+
+
+def test_anime_pair_at_96_has_the_books_exact_layers():
+    """Chapter 004's AnimeGAN: k5 s3 p1 next to the image, LeakyReLU(0.2) in D, no biases anywhere."""
+    discriminator = Discriminator(96, 3, 64, leaky_slope=0.2, bias=False)
+    generator = Generator(96, 3, 64, 100, bias=False)
+    d_convs = [describe(m) for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
+    assert d_convs == [
+        conv("Conv2d", 3, 64, 5, 3, 1), conv("Conv2d", 64, 128, 4, 2, 1), conv("Conv2d", 128, 256, 4, 2, 1),
+        conv("Conv2d", 256, 512, 4, 2, 1), conv("Conv2d", 512, 1, 4, 1, 0),
+    ]  # fmt: skip
+    g_convs = [describe(m) for m in generator.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert g_convs == [
+        conv("ConvTranspose2d", 100, 512, 4, 1, 0), conv("ConvTranspose2d", 512, 256, 4, 2, 1),
+        conv("ConvTranspose2d", 256, 128, 4, 2, 1), conv("ConvTranspose2d", 128, 64, 4, 2, 1),
+        conv("ConvTranspose2d", 64, 3, 5, 3, 1),
+    ]  # fmt: skip
+    assert all(m.bias is None for m in [*discriminator.modules(), *generator.modules()] if hasattr(m, "padding"))
+    assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in discriminator.modules()) == 4
+    images = generator(torch.randn(2, 100, 1, 1))
+    assert images.shape == (2, 3, 96, 96)
+    assert discriminator(images).shape == (2,)
+
+
+@pytest.mark.parametrize("image_size", [24, 48, 192])
+def test_three_times_a_power_of_two_round_trips(image_size):
+    generator = Generator(image_size, 3, 4, 8, bias=False)
+    discriminator = Discriminator(image_size, 3, 4, leaky_slope=0.2, bias=False)
+    assert discriminator(generator(torch.randn(2, 8, 1, 1))).shape == (2,)

@@ -5,13 +5,14 @@ import math
 import torch
 
 import runner.atari_gan as task
+import runner.gan_run as gan_run
 from handlers.checkpoint import checkpoint_files, find_checkpoint
 from handlers.metrics_log import records_by_iteration
 from runner.device import bf16_supported
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_settings, monkeypatch, capsys):
-    real_factory = task.create_gan_trainer
+    real_factory = gan_run.create_gan_trainer
 
     def factory_that_diverges_at_12(*args, **kwargs):
         engine = real_factory(*args, **kwargs)
@@ -24,7 +25,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
         engine._process_function = diverging_step
         return engine
 
-    monkeypatch.setattr(task, "create_gan_trainer", factory_that_diverges_at_12)
+    monkeypatch.setattr(gan_run, "create_gan_trainer", factory_that_diverges_at_12)
     settings = tiny_settings(tmp_path / "run", max_iters=20, checkpoint_every=5, image_every=5)
     assert task.train(settings).exit_code == 1
     assert "iteration 12: a loss became NaN" in capsys.readouterr().err

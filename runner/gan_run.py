@@ -1,0 +1,249 @@
+"""What the two GAN tasks share: settings, networks and optimizers, and the composition of one training run.
+
+``runner.atari_gan`` (live Atari frames, Atari-FID) and ``runner.image_gan`` (an image folder, chapter 004's
+AnimeGAN) differ in their data, their networks' options and their quality measure; everything else is here: the
+GAN engine, running averages, the NaN guard, throughput, TensorBoard, ``metrics.jsonl``, sample sheets, progress,
+exact-resume checkpoints, graceful Ctrl-C and the end-of-run report.
+"""
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import TensorboardLogger, TerminateOnNan
+
+from engines.gan import GanStep, create_gan_trainer
+from handlers import ExactResume, GracefulStop, MetricsLog, SampleSheets, Throughput, attach_progress
+from handlers.checkpoint import output_is_finite, run_dir_of_checkpoint
+from handlers.logging import attach_running_averages, attach_tensorboard
+from runner.device import resolve_device, resolve_precision
+from runner.errors import say
+from runner.rng import seed_everything
+from runner.rundir import RunDirectory
+from runner.settings import at_least_two, in_open_unit_interval, non_negative, positive, setting, settings_dict
+
+SHEET_SIZE = 64  # images per sample sheet, as the chapters' make_grid(...[:64])
+PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
+
+
+def precision_name(value: str) -> None:
+    if value not in PRECISION_CHOICES:
+        raise ValueError(f"must be one of {', '.join(PRECISION_CHOICES)}")
+
+
+@dataclass(frozen=True)
+class GanRunSettings:
+    """The fields every GAN task has. A task subclasses it, redefining a field to change its default or check."""
+
+    # where, how long, how often
+    dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
+    seed: int = setting(0, "seeds the weights, the noise and the data order", check=non_negative)
+    output_dir: str = setting("", "run directory (default: runs/<task>-<date>-<time>)", resume="free")
+    resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
+    max_iters: int = setting(
+        50_000, "total iterations; a resumed run continues up to it", check=positive, resume="free"
+    )
+    log_every: int = setting(
+        100, "iterations between metrics.jsonl records and report lines", check=positive, resume="free"
+    )
+    image_every: int = setting(
+        1000, "iterations between sample sheets (PNG and TensorBoard)", check=positive, resume="free"
+    )
+    checkpoint_every: int = setting(
+        1000, "iterations between checkpoints (one more at the end)", check=positive, resume="free"
+    )
+    keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest ones)", check=at_least_two, resume="free")
+    # data, model and optimizer
+    batch_size: int = setting(16, "images per batch", check=positive)
+    image_size: int = setting(64, "side of the square images", check=positive)
+    latent_size: int = setting(100, "length of the generator's noise vector", check=positive)
+    filters: int = setting(64, "filters of the first discriminator / last generator layer", check=positive)
+    lr: float = setting(1e-4, "Adam learning rate of both networks", check=positive)
+    beta1: float = setting(0.5, "Adam beta1 of both networks (beta2 is 0.999)", check=in_open_unit_interval)
+    # the fast path (docs/speed.md): each switch on by default where it keeps quality, each can be turned off
+    precision: str = setting(
+        "auto", "autocast: auto (bf16 where supported, fp16 on older GPUs), bf16, fp16 (CUDA) or fp32 (off)",
+        check=precision_name, resume="free",
+    )  # fmt: skip
+    channels_last: bool = setting(True, "channels-last memory layout for both networks", resume="free")
+    freeze_discriminator: bool = setting(
+        True, "skip D's weight gradients in the generator step (the book computes and discards them)", resume="free"
+    )
+    fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
+    producer: bool = setting(True, "make batches in a background thread while the step trains", resume="free")
+    compile: bool = setting(False, "torch.compile both networks (pays off on CUDA for long runs)", resume="free")
+
+
+@dataclass
+class Gan:
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    gen_optimizer: torch.optim.Optimizer
+    dis_optimizer: torch.optim.Optimizer
+
+
+def build_gan(
+    settings: GanRunSettings, generator: torch.nn.Module, discriminator: torch.nn.Module, device: torch.device
+) -> Gan:
+    """The networks on ``device`` in the fast path's memory layout, and their two Adam optimizers."""
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    if settings.channels_last:
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    if settings.compile:
+        generator.compile()  # in place: the state_dict keys stay those of an uncompiled run
+        discriminator.compile()
+    adam = {"betas": (settings.beta1, 0.999), "lr": settings.lr}
+    adam["fused" if settings.fused_adam else "foreach"] = True
+    return Gan(
+        generator,
+        discriminator,
+        torch.optim.Adam(generator.parameters(), **adam),
+        torch.optim.Adam(discriminator.parameters(), **adam),
+    )
+
+
+def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
+    schedule = {name: getattr(settings, name) for name in ("d_every", "g_every") if hasattr(settings, name)}
+    return GanStep(precision, settings.channels_last, settings.freeze_discriminator, **schedule)
+
+
+def fast_path_summary(settings: GanRunSettings, precision: str) -> str:
+    switches = [f"{precision} autocast" if precision != "fp32" else "fp32 (no autocast)"]
+    names = ("channels_last", "freeze_discriminator", "fused_adam", "producer", "compile")
+    switches += [name.replace("_", " ") for name in names if getattr(settings, name)]
+    return ", ".join(switches)
+
+
+def fixed_noise(settings: GanRunSettings, device: torch.device) -> torch.Tensor:
+    """The sample sheets' noise, from its own generator: writing sheets draws nothing from the shared RNGs."""
+    source = torch.Generator().manual_seed(settings.seed)
+    return torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=source).to(device)
+
+
+@dataclass
+class RunContext:
+    """What a task's ``attach_quality`` hook gets to attach its evaluation to."""
+
+    trainer: Engine
+    gan: Gan
+    run: RunDirectory
+    metrics_log: MetricsLog
+    tb_logger: TensorboardLogger
+    device: torch.device
+
+
+@dataclass
+class GanTask:
+    """A GAN task's own parts. ``attach_quality(context)`` returns the objects a checkpoint must hold."""
+
+    script: str  # for the "continue:" hint
+    make_stream: Callable[[Any, torch.device], Any]  # endless batches with state_dict / load_state_dict
+    make_networks: Callable[[Any], tuple[torch.nn.Module, torch.nn.Module]]
+    attach_quality: Callable[[RunContext], dict[str, Any]] | None = None
+    stop_reason: str = "stopped early"
+
+
+def train_gan(
+    task: GanTask, settings: GanRunSettings, checkpoint: tuple[Path, dict[str, Any]] | None
+) -> tuple[int, int, Path] | None:
+    """Train (or continue) one run; returns ``(exit_code, iteration, run_dir)``, or ``None`` when ``checkpoint`` is
+    already at ``max_iters`` (nothing to do)."""
+    device = resolve_device(settings.dev)
+    precision = resolve_precision(settings.precision, device)
+    resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
+    if resumed_at is not None and resumed_at >= settings.max_iters:
+        say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
+        return None
+    stream = task.make_stream(settings, device)  # unusable data is refused here, before anything is written
+    try:
+        return run_in_directory(task, settings, checkpoint, stream, device, precision)
+    finally:
+        stream.close()
+
+
+def run_in_directory(
+    task: GanTask,
+    settings: GanRunSettings,
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    stream: Any,
+    device: torch.device,
+    precision: str,
+) -> tuple[int, int, Path]:
+    resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
+    run_dir = Path(settings.output_dir)
+    continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
+    with RunDirectory.open(run_dir, continuing=continuing) as run:
+        run.write_config(settings_dict(settings))
+        seed_everything(settings.seed)
+        gan = build_gan(settings, *task.make_networks(settings), device)
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        trainer = create_gan_trainer(
+            gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
+            gan_step_of(settings, precision), scaler,
+        )  # fmt: skip
+        say(f"fast path: {fast_path_summary(settings, precision)}")
+
+        # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
+        averages = attach_running_averages(trainer, ["loss_gen", "loss_dis"])
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+        Throughput(settings.log_every, settings.batch_size).attach(trainer)
+        tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
+        metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
+        noise = fixed_noise(settings, device)
+        SampleSheets(gan.generator, noise, run.samples, settings.image_every, tb_logger).attach(trainer)
+        attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
+        quality_state = {}
+        if task.attach_quality is not None:
+            quality_state = task.attach_quality(RunContext(trainer, gan, run, metrics_log, tb_logger, device))
+        to_save = {"trainer": trainer, "stream": stream, "last_losses": trainer.last_losses, **vars(gan)}
+        to_save.update(averages, **quality_state)
+        if scaler is not None:
+            to_save["grad_scaler"] = scaler
+        resume = ExactResume(
+            to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings), settings.keep_checkpoints,
+            optional=["grad_scaler", "last_losses"],
+        ).attach(trainer)  # fmt: skip
+        if checkpoint is not None:
+            resume.load(checkpoint[1])
+            metrics_log.write({"resumed_from": resumed_at, "checkpoint": str(checkpoint[0])})
+
+        # A fresh run's "epoch" is the whole run (one progress bar); a resumed engine keeps its checkpoint's.
+        epoch_length = None if checkpoint else settings.max_iters
+        try:
+            with GracefulStop(trainer) as stop:
+                trainer.run(stream, max_iters=settings.max_iters, epoch_length=epoch_length)
+        finally:
+            tb_logger.close()
+        exit_code = report_end(task, trainer.state, settings, stop.signal_name, resume.last_path, run.path)
+        return exit_code, trainer.state.iteration, run.path
+
+
+def report_end(
+    task: GanTask,
+    state: Any,
+    settings: GanRunSettings,
+    signal_name: str | None,
+    last_checkpoint: Path | None,
+    run_path: Path,
+) -> int:
+    if not output_is_finite(state.output):
+        say(
+            f"training stopped at iteration {state.iteration}: a loss became NaN or infinite; "
+            f"the last good checkpoint is {last_checkpoint}"
+        )
+        return 1
+    if signal_name:
+        how = f"stopped by {signal_name}"
+    elif state.iteration < settings.max_iters:
+        how = task.stop_reason
+    else:
+        how = "finished"
+    say(f"{how} at iteration {state.iteration}; checkpoint {last_checkpoint}")
+    say(f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1")
+    say(f"  continue: python scripts/{task.script} --resume {run_path} --max-iters N")
+    return 128 + signal.Signals[signal_name].value if signal_name else 0  # the shell's convention: 130, 143

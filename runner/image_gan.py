@@ -1,0 +1,140 @@
+"""The image-folder DCGAN of chapter 004 (AnimeGAN): training on a folder of images, and ranked generation.
+
+Training composes the same GAN engine and handlers as the Atari GAN (``runner.gan_run``), with the book's 96x96 pair
+(a stride-3 outer stage, LeakyReLU(0.2) in D, no biases), Adam(2e-4, beta1 0.5), batches of 256, the discriminator
+trained every batch and the generator every 5th (``--d-every`` / ``--g-every``).
+
+Generation follows the book: draw ``--candidates`` noises, let D score their images, keep the ``--n`` best.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datasets.images import ImageBatches, ImageFiles, UnreadableImageError
+from datasets.prefetch import Prefetched
+from handlers.checkpoint import find_checkpoint
+from handlers.images import image_grid, save_png_atomically
+from models.dcgan import Discriminator, Generator, outer_stage
+from runner.device import resolve_device
+from runner.errors import UserError, say
+from runner.gan_run import GanRunSettings, GanTask, train_gan
+from runner.settings import from_saved, non_negative, positive, required, setting
+
+LEAKY_SLOPE = 0.2  # the book's discriminator
+
+
+def image_side(value: int) -> None:
+    outer_stage(value)  # raises ValueError with the sizes the models take
+
+
+@dataclass(frozen=True)
+class ImageGanSettings(GanRunSettings):
+    data_dir: str = setting("", "folder of images (in it or in sub-folders, any size: resized and centre-cropped)",
+                            check=required, resume="free")  # fmt: skip
+    output_dir: str = setting("", "run directory (default: runs/image_gan-<date>-<time>)", resume="free")
+    max_iters: int = setting(
+        40_000, "total iterations (about the book's 200 epochs of 50,000 faces)", check=positive, resume="free"
+    )
+    image_every: int = setting(
+        500, "iterations between sample sheets (PNG and TensorBoard)", check=positive, resume="free"
+    )
+    checkpoint_every: int = setting(
+        500, "iterations between checkpoints (one more at the end)", check=positive, resume="free"
+    )
+    log_every: int = setting(
+        20, "iterations between metrics.jsonl records and report lines", check=positive, resume="free"
+    )
+    batch_size: int = setting(256, "images per batch", check=positive)
+    image_size: int = setting(96, "side of the square images: a power of two >= 8 or 3 x one >= 24", check=image_side)
+    lr: float = setting(2e-4, "Adam learning rate of both networks", check=positive)
+    d_every: int = setting(1, "train the discriminator on every N-th batch", check=positive)
+    g_every: int = setting(5, "train the generator on every N-th batch", check=positive)
+    workers: int = setting(2, "processes decoding images (0: in the producer thread)", check=non_negative,
+                           resume="free")  # fmt: skip
+
+
+def make_stream(settings: ImageGanSettings, device: torch.device) -> ImageBatches | Prefetched:
+    try:
+        dataset = ImageFiles(settings.data_dir, settings.image_size)
+        stream = ImageBatches(dataset, settings.batch_size, settings.seed, settings.workers)
+    except ValueError as error:
+        raise UserError(f"--data-dir {error}") from None
+    say(f"{len(dataset)} images in {settings.data_dir}: {stream.batches_per_epoch} batches of {settings.batch_size}")
+    if settings.producer:
+        return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
+    return stream
+
+
+def make_networks(settings: Any) -> tuple[Generator, Discriminator]:
+    """The book's AnimeGAN pair at ``image_size`` (its 96x96 layers at the defaults)."""
+    generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size, bias=False)
+    discriminator = Discriminator(settings.image_size, 3, settings.filters, leaky_slope=LEAKY_SLOPE, bias=False)
+    return generator, discriminator
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    iteration: int
+
+
+def train(settings: ImageGanSettings, checkpoint: tuple[Path, dict[str, Any]] | None = None) -> RunResult:
+    task = GanTask("image_gan.py train", make_stream, make_networks)
+    try:
+        outcome = train_gan(task, settings, checkpoint)
+    except UnreadableImageError as error:
+        raise UserError(f"--data-dir: {error}; remove or replace the file and resume") from None
+    if outcome is None:
+        return RunResult(0, checkpoint[1]["trainer"]["iteration"])
+    return RunResult(*outcome[:2])
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    checkpoint: str = setting("", "a run directory of image_gan.py train, or one of its checkpoint files",
+                              check=required)  # fmt: skip
+    out: str = setting("best.png", "PNG sheet to write")
+    n: int = setting(64, "images kept (the best by the discriminator's score)", check=positive)
+    candidates: int = setting(512, "noises drawn and scored", check=positive)
+    seed: int = setting(0, "seeds the noises", check=non_negative)
+    dev: str = setting("cpu", "device: cpu, cuda or cuda:N")
+
+    def validate(self) -> None:
+        if self.n > self.candidates:
+            raise ValueError(f"--n {self.n} is more than --candidates {self.candidates}")
+        if not self.out.lower().endswith(".png"):
+            raise ValueError(f"--out {self.out}: give a .png file name")
+
+
+@dataclass
+class GenerateResult:
+    exit_code: int
+    scores: list[float]  # the kept images' discriminator logits, best first
+
+
+def generate(settings: GenerateSettings) -> GenerateResult:
+    """Rank ``candidates`` generated images by D's logit and write the best ``n`` as one sheet."""
+    device = resolve_device(settings.dev)
+    out = Path(settings.out)
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    path, state = find_checkpoint(settings.checkpoint)
+    trained = from_saved(ImageGanSettings, state["settings"], {}, source=str(path))
+    generator, discriminator = make_networks(trained)
+    generator.load_state_dict(state["generator"])
+    discriminator.load_state_dict(state["discriminator"])
+    generator.to(device).eval()
+    discriminator.to(device).eval()
+    noise_source = torch.Generator().manual_seed(settings.seed)
+    noise = torch.randn(settings.candidates, trained.latent_size, 1, 1, generator=noise_source).to(device)
+    with torch.no_grad():
+        images = torch.cat([generator(chunk) for chunk in noise.split(256)])
+        scores = torch.cat([discriminator(chunk) for chunk in images.split(256)])
+    best = scores.argsort(descending=True)[: settings.n]
+    save_png_atomically(image_grid(images[best]), out)
+    iteration = state["trainer"]["iteration"]
+    say(f"wrote the {settings.n} best of {settings.candidates} images (G and D of iteration {iteration}) to {out}")
+    return GenerateResult(0, scores[best].tolist())

@@ -1,0 +1,20 @@
+"""Chapter 004's AnimeGAN: a DCGAN trained on a folder of images, and generation ranked by its discriminator.
+
+python scripts/image_gan.py train --data-dir faces                          # the book's 96x96 faces, batch 256
+python scripts/image_gan.py train --data-dir photos --image-size 64 --batch-size 64 --max-iters 5000
+python scripts/image_gan.py train --resume runs/image_gan-<time> --max-iters 60000
+python scripts/image_gan.py generate --checkpoint runs/image_gan-<time> --n 64 --out best.png
+"""
+
+from runner.cli import dispatch, launch, launch_tool
+from runner.image_gan import GenerateSettings, ImageGanSettings, generate, train
+
+if __name__ == "__main__":
+    dispatch(
+        {
+            "train": lambda argv: launch(ImageGanSettings, train, "image_gan.py train", __doc__, argv),
+            "generate": lambda argv: launch_tool(GenerateSettings, generate, "image_gan.py generate", __doc__, argv),
+        },
+        prog="image_gan.py",
+        description=__doc__,
+    )
