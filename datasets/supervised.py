@@ -47,6 +47,7 @@ ATARI_VALID_SEED_OFFSET = 1000  # validation frames come from other episodes tha
 LINEAR_POINTS = 1000
 MNIST_NORMALIZE = ((0.1305,), (0.3081,))  # the book's
 FASHION_MNIST_NORMALIZE = ((0.2860,), (0.3530,))
+SYMMETRIC_NORMALIZE = ((0.5,), (0.5,))  # [0, 1] -> [-1, 1], for models that end in tanh (the autoencoder)
 CIFAR10_NORMALIZE = ((0.4915, 0.4823, 0.4468), (0.2470, 0.2435, 0.2616))  # the book's
 IMAGENET_NORMALIZE = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 PHOTO_SIZE = 64  # image_folder and dogs_vs_cats: small enough to train on a CPU
@@ -321,14 +322,17 @@ def idx_files(folder: str) -> list[str]:
 
 
 @register("mnist", CLASSIFICATION)
-def load_mnist(data_dir: str | None = None, seed: int = 0, download: bool = True) -> SupervisedData:
-    """MNIST's 60,000 training and 10,000 test digits (the test set validates), ``(1, 28, 28)``, normalised."""
+def load_mnist(
+    data_dir: str | None = None, seed: int = 0, download: bool = True, normalize: tuple = MNIST_NORMALIZE
+) -> SupervisedData:
+    """MNIST's 60,000 training and 10,000 test digits (the test set validates), ``(1, 28, 28)``, normalised
+    with ``normalize`` (means, stds of the [0, 1] pixels: the book's by default)."""
     return torchvision_data(
         "mnist",
         tv_datasets.MNIST,
         expected=idx_files("MNIST"),
         layout="MNIST/raw/*-ubyte",
-        normalize=MNIST_NORMALIZE,
+        normalize=normalize,
         input_shape=(1, 28, 28),
         data_dir=data_dir,
         download=download,
@@ -336,14 +340,17 @@ def load_mnist(data_dir: str | None = None, seed: int = 0, download: bool = True
 
 
 @register("fashion_mnist", CLASSIFICATION)
-def load_fashion_mnist(data_dir: str | None = None, seed: int = 0, download: bool = True) -> SupervisedData:
-    """Fashion-MNIST's 60,000 training and 10,000 test clothes (the test set validates), ``(1, 28, 28)``."""
+def load_fashion_mnist(
+    data_dir: str | None = None, seed: int = 0, download: bool = True, normalize: tuple = FASHION_MNIST_NORMALIZE
+) -> SupervisedData:
+    """Fashion-MNIST's 60,000 training and 10,000 test clothes (the test set validates), ``(1, 28, 28)``,
+    normalised with ``normalize``."""
     return torchvision_data(
         "fashion_mnist",
         tv_datasets.FashionMNIST,
         expected=idx_files("FashionMNIST"),
         layout="FashionMNIST/raw/*-ubyte",
-        normalize=FASHION_MNIST_NORMALIZE,
+        normalize=normalize,
         input_shape=(1, 28, 28),
         data_dir=data_dir,
         download=download,

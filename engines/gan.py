@@ -180,9 +180,7 @@ def create_fid_evaluator(
         generator.train(generator_mode["training"])
 
     features.eval()
-    FID(num_features=features.feature_size, feature_extractor=features, device=device).attach(
-        evaluator, "fid"
-    )
+    FID(num_features=features.feature_size, feature_extractor=features, device=device).attach(evaluator, "fid")
     return evaluator
 
 

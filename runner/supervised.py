@@ -206,16 +206,22 @@ def load_data(settings: SupervisedSettings) -> Any:
     return data
 
 
+def checkpoint_epoch(checkpoint: tuple[Path, dict[str, Any]] | None) -> int | None:
+    """The epochs a checkpoint has trained (None: no checkpoint). Ignite's engine state holds the iteration; epochs
+    are whole here (checkpoints are written between epochs)."""
+    if checkpoint is None:
+        return None
+    engine_state = checkpoint[1]["trainer"]
+    return engine_state["iteration"] // engine_state["epoch_length"]
+
+
 def train(
     settings: SupervisedSettings,
     checkpoint: tuple[Path, dict[str, Any]] | None = None,
     attach_to_evaluator: Callable[[Engine, Engine], None] | None = None,
 ) -> RunResult:
     device = resolve_device(settings.dev)
-    resumed_epoch = None
-    if checkpoint:  # Ignite's engine state holds the iteration; epochs are whole here (checkpoints between epochs)
-        engine_state = checkpoint[1]["trainer"]
-        resumed_epoch = engine_state["iteration"] // engine_state["epoch_length"]
+    resumed_epoch = checkpoint_epoch(checkpoint)
     if resumed_epoch is not None and resumed_epoch >= settings.max_epochs:
         say(f"nothing to do: {checkpoint[0]} is at epoch {resumed_epoch}; raise --max-epochs to train further")
         # A finished run still has its result: a sweep that adopts it after a kill needs its best score.
