@@ -7,7 +7,9 @@ Each round runs, as separate processes:
 
 1. ``plain loop``: a faithful copy of Deep RL Hands-On's 03_atari_gan.py (its networks with Sigmoid + BCELoss, its
    ``iterate_batches`` generator over gymnasium envs, its optimizer settings, batch 16, 64x64, 64 filters);
-2. ``runner``: ``scripts/atari_gan.py`` with its defaults (the fast path on; ``--runner-flags`` adds flags);
+2. ``runner``: ``scripts/atari_gan.py`` with its defaults (the fast path on) and ``--eval-every 0``: the plain loop
+   measures no quality, so the runner's end-of-run Atari-FID is left out to compare the same work
+   (``--runner-flags`` adds flags; ``--runner-flags="--eval-every 1000"`` puts the evaluation back);
 3. ``bare step`` (with ``--overhead``): the runner's own process function, stream and models in a bare ``for``
    loop, without Ignite's engine and handlers: the difference to 2 is the framework's cost.
 
@@ -127,6 +129,7 @@ def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
 
     import runner.atari_gan as task
     from runner.device import resolve_device, resolve_precision
+    from runner.memory import keep_freed_memory
     from runner.rng import seed_everything
     from runner.settings import make_settings, parse_flags
 
@@ -134,6 +137,8 @@ def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
     settings = make_settings(task.AtariGanSettings, {**explicit, "output_dir": "unused"})
     device = resolve_device(settings.dev)
     precision = resolve_precision(settings.precision, device)
+    if settings.keep_heap:
+        keep_freed_memory()
     seed_everything(settings.seed)
     stream = task.make_stream(settings, device)
     gan = task.build_gan(settings, *task.make_networks(settings), device)
@@ -165,7 +170,8 @@ def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, l
 def run_runner(iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--max-iters", str(iters),
-                   "--log-every", str(BLOCK), "--output-dir", f"{folder}/run", *runner_flags]  # fmt: skip
+                   "--log-every", str(BLOCK), "--eval-every", "0", "--output-dir", f"{folder}/run",
+                   *runner_flags]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - started

@@ -13,6 +13,7 @@ The discriminator returns *logits*: the loss is ``BCEWithLogitsLoss``, the same 
 ``BCELoss`` but numerically safe in low precision.
 """
 
+import torch
 from torch import Tensor, nn
 
 
@@ -59,6 +60,22 @@ class Discriminator(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:  # (B, C, S, S) -> (B,)
         return self.conv_pipe(images).view(-1)
+
+    def forward_pair(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """``(self(first), self(second))``, computed as one pass over both batches.
+
+        Convolutions and activations work image by image, so they run once on the two batches together (larger
+        matrix products, one weight-gradient computation instead of two). Each BatchNorm normalises each batch with
+        that batch's own statistics and updates its running statistics with ``first``, then ``second``: the numbers
+        and the module state of two separate calls.
+        """
+        x = torch.cat([first, second])
+        for layer in self.conv_pipe:
+            if isinstance(layer, nn.BatchNorm2d):
+                x = torch.cat([layer(half) for half in x.split([first.shape[0], second.shape[0]])])
+            else:
+                x = layer(x)
+        return x.view(-1).split([first.shape[0], second.shape[0]])
 
 
 class Generator(nn.Module):

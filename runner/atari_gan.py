@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, global_step_from_engine
@@ -26,7 +25,7 @@ from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.atari_fid import load_frame_classifier
 from runner.errors import say
-from runner.gan_run import GanRunSettings, GanTask, RunContext, build_gan, gan_step_of, train_gan
+from runner.gan_run import GanRunSettings, GanTask, RunContext, build_gan, gan_step_of, train_gan, use_producer
 from runner.settings import at_least_two, non_negative, positive, setting
 
 __all__ = [
@@ -40,14 +39,6 @@ __all__ = [
     "train",
 ]
 
-# What scripts/sweep.py atari_gan searches (README: sweeps). Sizes are categorical: powers of two the models accept.
-SEARCH_SPACE = {
-    "lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
-    "beta1": optuna.distributions.FloatDistribution(0.0, 0.9),
-    "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
-    "filters": optuna.distributions.CategoricalDistribution([16, 32, 64]),
-    "latent_size": optuna.distributions.CategoricalDistribution([32, 64, 100, 128]),
-}
 EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
 
 
@@ -62,7 +53,6 @@ class AtariGanSettings(GanRunSettings):
     # data: the chapter's three games, 16 frames of 64x64 per batch
     batch_size: int = setting(16, "frames per batch", check=positive)
     image_size: int = setting(64, "side of the square frames, a power of two >= 8", check=image_side)
-    producer: bool = setting(True, "make frames in a background thread while the step trains", resume="free")
     games: tuple[str, ...] = setting(DEFAULT_GAMES, "ALE games the random agent plays", check=check_games)
     # quality: Atari-FID against real frames held apart from the training stream
     eval_every: int = setting(
@@ -75,9 +65,9 @@ class AtariGanSettings(GanRunSettings):
 
 
 def make_stream(settings: AtariGanSettings, device: torch.device) -> FrameStream | Prefetched:
-    """The live frame stream, made in a background thread unless ``--no-producer``."""
+    """The live frame stream, made in a background thread if ``--producer`` says so."""
     stream = FrameStream(settings.games, settings.batch_size, settings.image_size, settings.seed)
-    if settings.producer:
+    if use_producer(settings, device):
         return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
     return stream
 

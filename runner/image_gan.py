@@ -20,7 +20,7 @@ from handlers.images import image_grid, save_png_atomically
 from models.dcgan import Discriminator, Generator, outer_stage
 from runner.device import resolve_device
 from runner.errors import UserError, say
-from runner.gan_run import GanRunSettings, GanTask, train_gan
+from runner.gan_run import GanRunSettings, GanTask, train_gan, use_producer
 from runner.settings import from_saved, non_negative, positive, required, setting
 
 LEAKY_SLOPE = 0.2  # the book's discriminator
@@ -63,7 +63,7 @@ def make_stream(settings: ImageGanSettings, device: torch.device) -> ImageBatche
     except ValueError as error:
         raise UserError(f"--data-dir {error}") from None
     say(f"{len(dataset)} images in {settings.data_dir}: {stream.batches_per_epoch} batches of {settings.batch_size}")
-    if settings.producer:
+    if use_producer(settings, device):
         return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
     return stream
 

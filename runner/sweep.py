@@ -37,6 +37,17 @@ from runner.settings import flag_name, make_settings
 FIRST_SIGNAL_EXIT_CODE = 128  # exit codes >= 128: the run stopped on a signal; its trial stays RUNNING, to adopt
 
 
+# What `sweep.py atari_gan` searches (README: sweeps). Sizes are categorical: powers of two the models accept.
+# It lives here rather than in runner.atari_gan, so that a plain run does not import optuna.
+ATARI_GAN_SPACE = {
+    "lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
+    "beta1": optuna.distributions.FloatDistribution(0.0, 0.9),
+    "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
+    "filters": optuna.distributions.CategoricalDistribution([16, 32, 64]),
+    "latent_size": optuna.distributions.CategoricalDistribution([32, 64, 100, 128]),
+}
+
+
 @dataclass(frozen=True)
 class SweepTask:
     """What a sweep needs to know about a task."""
@@ -296,7 +307,7 @@ def sweep_tasks() -> dict[str, SweepTask]:
         "atari_gan": SweepTask(
             settings_cls=atari_gan.AtariGanSettings,
             train=atari_gan.train,
-            search_space=atari_gan.SEARCH_SPACE,
+            search_space=ATARI_GAN_SPACE,
             direction="minimize",
             metric="fid",
             objective=lambda result: result.best_fid,

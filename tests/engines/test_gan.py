@@ -180,3 +180,13 @@ def test_fp16_without_a_grad_scaler_is_refused():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         run_with(GanStep(precision="fp8"))
+
+
+def test_the_joint_discriminator_pass_gives_the_books_numbers():
+    joint, joint_g, joint_d = run_with(GanStep(joint_d_pass=True), batches=4)
+    separate, separate_g, separate_d = run_with(GanStep(joint_d_pass=False), batches=4)
+    for a, b in zip(joint, separate, strict=True):
+        assert a["loss_dis"] == pytest.approx(b["loss_dis"], rel=1e-5)
+        assert a["loss_gen"] == pytest.approx(b["loss_gen"], rel=1e-5)
+    for a, b in zip(joint_d.state_dict().values(), separate_d.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)

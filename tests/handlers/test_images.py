@@ -168,3 +168,16 @@ def test_image_grid_leaves_its_input_unchanged():
     image_grid(images)
 
     assert torch.equal(images, original)
+
+
+@pytest.mark.parametrize(("count", "channels"), [(1, 3), (4, 3), (6, 3), (64, 3), (5, 1)])
+def test_grid_and_png_are_torchvisions(tmp_path, count, channels):
+    from torchvision.utils import make_grid, save_image
+
+    batch = torch.rand(count, channels, 7, 5, generator=torch.Generator().manual_seed(count)) * 2.4 - 1.2
+    rows = max(1, int(count**0.5))
+    expected = make_grid(batch, nrow=rows, normalize=True, value_range=(-1, 1))
+    assert torch.allclose(image_grid(batch), expected, atol=1e-6)
+    save_image(expected, tmp_path / "torchvision.png")
+    images_module.save_png_atomically(image_grid(batch), tmp_path / "ours.png")
+    assert torch.equal(read_png(tmp_path / "ours.png"), read_png(tmp_path / "torchvision.png"))

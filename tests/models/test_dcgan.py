@@ -179,3 +179,16 @@ def test_three_times_a_power_of_two_round_trips(image_size):
     generator = Generator(image_size, 3, 4, 8, bias=False)
     discriminator = Discriminator(image_size, 3, 4, leaky_slope=0.2, bias=False)
     assert discriminator(generator(torch.randn(2, 8, 1, 1))).shape == (2,)
+
+
+def test_forward_pair_is_two_forward_calls_in_numbers_and_in_batchnorm_state():
+    torch.manual_seed(0)
+    one_pass, two_calls = Discriminator(16, 3, 4), Discriminator(16, 3, 4)
+    two_calls.load_state_dict(one_pass.state_dict())
+    first, second = torch.randn(5, 3, 16, 16), torch.randn(3, 3, 16, 16) * 2 + 1  # different sizes and statistics
+    paired = one_pass.forward_pair(first, second)
+    separate = (two_calls(first), two_calls(second))
+    for a, b in zip(paired, separate, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(one_pass.state_dict().values(), two_calls.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)  # running means, variances, batch counts

@@ -77,13 +77,14 @@ def losses_of(run_dir):
 
 
 def test_the_background_producer_changes_no_number(tmp_path, tiny_settings):
-    assert task.train(tiny_settings(tmp_path / "with", max_iters=12, producer=True)).exit_code == 0
-    assert task.train(tiny_settings(tmp_path / "without", max_iters=12, producer=False)).exit_code == 0
+    assert task.train(tiny_settings(tmp_path / "with", max_iters=12, producer="on")).exit_code == 0
+    assert task.train(tiny_settings(tmp_path / "without", max_iters=12, producer="off")).exit_code == 0
     assert losses_of(tmp_path / "with") == losses_of(tmp_path / "without")
 
 
 def test_every_fast_path_switch_can_be_turned_off(tmp_path, tiny_settings, capsys):
-    book = dict(precision="fp32", channels_last=False, freeze_discriminator=False, fused_adam=False, producer=False)
+    book = dict(precision="fp32", channels_last=False, freeze_discriminator=False, joint_d_pass=False, fused_adam=False,
+                keep_heap=False, producer="off")  # fmt: skip
     assert task.train(tiny_settings(tmp_path / "book", max_iters=6, **book)).exit_code == 0
     assert "fast path: fp32 (no autocast)\n" in capsys.readouterr().err
     fast = task.train(tiny_settings(tmp_path / "fast", max_iters=6))
