@@ -8,12 +8,14 @@ Handlers that judge an evaluation (best checkpoint, early stopping, Optuna pruni
 reached at its iteration.
 """
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
-from ignite.handlers import TensorboardLogger, global_step_from_engine
+from ignite.handlers import Checkpoint, EarlyStopping, TensorboardLogger, global_step_from_engine
 
-from handlers.checkpoint import output_is_finite
+from handlers.checkpoint import RunDirSaver, output_is_finite
 from handlers.metrics_log import MetricsLog
 
 
@@ -61,3 +63,31 @@ class PeriodicEvaluation:
         self.evaluator.run(self.data)
         metrics = {f"{self.prefix}{name}": value for name, value in self.evaluator.state.metrics.items()}
         self.metrics_log.write({"iteration": iteration, "epoch": trainer.state.epoch, **metrics})
+
+
+def keep_best(
+    trainer: Engine,
+    evaluator: Engine,
+    models: dict[str, Any],
+    directory: Path,
+    score_function: Callable[[Engine], float],
+    patience: int,
+    prefix: str = "best",
+) -> dict[str, Any]:
+    """After each evaluation: keep the best-scoring ``models`` as ``<prefix>_<iteration>.pt`` and, with ``patience``,
+    stop the trainer after that many evaluations without a better score. Returns the handlers a checkpoint must
+    hold (``best_checkpointer`` / ``<prefix>_checkpointer``, ``early_stopping``) so that a resumed run judges on."""
+    best = Checkpoint(
+        models,
+        RunDirSaver(directory),
+        filename_pattern=prefix + "_{global_step}.{ext}",
+        score_function=score_function,
+        n_saved=1,
+        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
+    )
+    evaluator.add_event_handler(Events.COMPLETED, best)
+    state: dict[str, Any] = {f"{prefix}_checkpointer": best}
+    if patience:
+        state["early_stopping"] = EarlyStopping(patience, score_function, trainer)
+        evaluator.add_event_handler(Events.COMPLETED, state["early_stopping"])
+    return state

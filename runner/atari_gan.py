@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, global_step_from_engine
+from ignite.engine import Engine
 
 from datasets.atari import DEFAULT_GAMES, FrameStream, check_games, spaced_frames
 from datasets.prefetch import Prefetched
 from engines.gan import create_fid_evaluator, create_gan_trainer, fid_batches
-from handlers.checkpoint import RunDirSaver, run_dir_of_checkpoint
-from handlers.evaluation import PeriodicEvaluation
+from handlers.checkpoint import run_dir_of_checkpoint
+from handlers.evaluation import PeriodicEvaluation, keep_best
 from handlers.metrics_log import records_by_iteration
 from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
@@ -93,6 +92,10 @@ class LazyFeatures(torch.nn.Module):
         return self.classifier.features(frames)
 
 
+def negated_fid(evaluator: Engine) -> float:
+    return -evaluator.state.metrics["fid"]  # Ignite's handlers keep the highest score
+
+
 def attach_fid_evaluation(settings: AtariGanSettings, context: RunContext) -> tuple[Engine, dict[str, Any]]:
     """Atari-FID every ``eval_every`` iterations, the best-FID weights kept, early stopping on FID if asked.
 
@@ -110,20 +113,8 @@ def attach_fid_evaluation(settings: AtariGanSettings, context: RunContext) -> tu
     PeriodicEvaluation(
         evaluator, fid_batches(settings.fid_samples, 256), settings.eval_every, context.metrics_log, context.tb_logger
     ).attach(trainer)
-    best = Checkpoint(
-        {"generator": gan.generator, "discriminator": gan.discriminator},
-        RunDirSaver(run.checkpoints),
-        filename_pattern="best_fid_{global_step}.{ext}",
-        score_function=lambda engine: -engine.state.metrics["fid"],
-        n_saved=1,
-        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
-    )
-    evaluator.add_event_handler(Events.COMPLETED, best)
-    state = {"best_fid_checkpointer": best}
-    if settings.patience:
-        stopper = EarlyStopping(settings.patience, lambda engine: -engine.state.metrics["fid"], trainer)
-        evaluator.add_event_handler(Events.COMPLETED, stopper)
-        state["early_stopping"] = stopper
+    models = {"generator": gan.generator, "discriminator": gan.discriminator}
+    state = keep_best(trainer, evaluator, models, run.checkpoints, negated_fid, settings.patience, prefix="best_fid")
     return evaluator, state
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, TensorboardLogger, TerminateOnNan, global_step_from_engine
+from ignite.handlers import TensorboardLogger, TerminateOnNan
 from ignite.metrics import Loss
 from PIL import Image, ImageDraw
 from sklearn.manifold import TSNE
@@ -41,8 +41,8 @@ from torchvision.utils import make_grid
 from datasets.supervised import SYMMETRIC_NORMALIZE, load_digits_data, load_fashion_mnist, load_mnist
 from engines.supervised import create_supervised_evaluator_for, create_supervised_trainer_for
 from handlers import ExactResume, GracefulStop, MetricsLog, Throughput, attach_progress, output_is_finite
-from handlers.checkpoint import GeneratorState, RunDirSaver, run_dir_of_checkpoint
-from handlers.evaluation import PeriodicEvaluation
+from handlers.checkpoint import GeneratorState, run_dir_of_checkpoint
+from handlers.evaluation import PeriodicEvaluation, keep_best
 from handlers.images import image_grid, save_png_atomically
 from handlers.logging import attach_running_averages, attach_tensorboard
 from models.autoencoder import ConvAutoencoder
@@ -357,19 +357,7 @@ def attach_evaluation(trainer: Engine, evaluator: Engine, model: ConvAutoencoder
                       run: RunDirectory) -> dict[str, Any]:  # fmt: skip
     """The lowest-val_loss weights kept as ``best_<iteration>.pt``, early stopping if asked; returns the objects
     whose state a checkpoint must hold."""
-    best = Checkpoint(
-        {"model": model},
-        RunDirSaver(run.checkpoints),
-        filename_pattern="best_{global_step}.{ext}",
-        score_function=SCORING.score,
-        n_saved=1,
-        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
-    )
-    evaluator.add_event_handler(Events.COMPLETED, best)
-    state: dict[str, Any] = {"best_checkpointer": best}
-    if settings.patience:
-        state["early_stopping"] = EarlyStopping(settings.patience, SCORING.score, trainer)
-        evaluator.add_event_handler(Events.COMPLETED, state["early_stopping"])
+    state = keep_best(trainer, evaluator, {"model": model}, run.checkpoints, SCORING.score, settings.patience)
     return state
 
 

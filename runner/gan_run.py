@@ -26,21 +26,17 @@ from runner.errors import say
 from runner.memory import keep_freed_memory
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory
-from runner.settings import at_least_two, in_open_unit_interval, non_negative, positive, setting, settings_dict
+from runner.settings import (
+    at_least_two,
+    in_open_unit_interval,
+    non_negative,
+    one_of,
+    positive,
+    setting,
+    settings_dict,
+)
 
 SHEET_SIZE = 64  # images per sample sheet, as the chapters' make_grid(...[:64])
-PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
-PRODUCER_CHOICES = ("auto", "on", "off")
-
-
-def precision_name(value: str) -> None:
-    if value not in PRECISION_CHOICES:
-        raise ValueError(f"must be one of {', '.join(PRECISION_CHOICES)}")
-
-
-def producer_choice(value: str) -> None:
-    if value not in PRODUCER_CHOICES:
-        raise ValueError(f"must be one of {', '.join(PRODUCER_CHOICES)}")
 
 
 def use_producer(settings: Any, device: torch.device) -> bool:
@@ -83,7 +79,7 @@ class GanRunSettings:
     # the fast path (docs/speed.md): each switch on by default where it keeps quality, each can be turned off
     precision: str = setting(
         "auto", "autocast: auto (bf16 where supported, fp16 on older GPUs), bf16, fp16 (CUDA) or fp32 (off)",
-        check=precision_name, resume="free",
+        check=one_of("auto", "bf16", "fp16", "fp32"), resume="free",
     )  # fmt: skip
     channels_last: bool = setting(True, "channels-last memory layout for both networks", resume="free")
     freeze_discriminator: bool = setting(
@@ -95,7 +91,7 @@ class GanRunSettings:
     fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
     producer: str = setting(
         "auto", "make batches in a background thread: on, off, or auto (on when training leaves a CPU core free)",
-        check=producer_choice, resume="free",
+        check=one_of("auto", "on", "off"), resume="free",
     )  # fmt: skip
     keep_heap: bool = setting(
         True, "keep freed memory for reuse (glibc): far fewer page faults per step on CPU", resume="free"

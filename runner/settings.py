@@ -40,6 +40,16 @@ def non_negative(value: float) -> None:
         raise ValueError("must not be negative")
 
 
+def one_of(*choices: str) -> Check:
+    """A check that accepts only ``choices``."""
+
+    def check(value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+
+    return check
+
+
 def required(value: str) -> None:
     if not value:
         raise ValueError("is required")

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, TerminateOnNan, global_step_from_engine
+from ignite.handlers import TerminateOnNan
 from torch.utils.data import DataLoader
 
 from datasets.supervised import load_dataset
@@ -32,8 +32,8 @@ from engines.supervised import (
     regression_metrics,
 )
 from handlers import ExactResume, GracefulStop, MetricsLog, Throughput, attach_progress, output_is_finite
-from handlers.checkpoint import GeneratorState, RunDirSaver, run_dir_of_checkpoint
-from handlers.evaluation import PeriodicEvaluation
+from handlers.checkpoint import GeneratorState, run_dir_of_checkpoint
+from handlers.evaluation import PeriodicEvaluation, keep_best
 from handlers.logging import attach_running_averages, attach_tensorboard
 from handlers.lr_decay import DecayOnRise
 from handlers.metrics_log import records_by_iteration
@@ -257,19 +257,7 @@ def train(
         scalar_metrics = [name for name in metrics if name != "confusion"]
         PeriodicEvaluation(evaluator, valid_loader, len(train_loader), metrics_log, tb_logger, prefix="val_",
                            tb_metric_names=scalar_metrics).attach(trainer)  # fmt: skip
-        best = Checkpoint(
-            {"model": model},
-            RunDirSaver(run.checkpoints),
-            filename_pattern="best_{global_step}.{ext}",
-            score_function=scoring.score,
-            n_saved=1,
-            global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
-        )
-        evaluator.add_event_handler(Events.COMPLETED, best)
-        extra_state: dict[str, Any] = {"best_checkpointer": best}
-        if settings.patience:
-            extra_state["early_stopping"] = EarlyStopping(settings.patience, scoring.score, trainer)
-            evaluator.add_event_handler(Events.COMPLETED, extra_state["early_stopping"])
+        extra_state = keep_best(trainer, evaluator, {"model": model}, run.checkpoints, scoring.score, settings.patience)
         if settings.lr_decay < 1:
             extra_state["lr_decay"] = DecayOnRise(optimizer, settings.lr_decay).attach(trainer)
         if attach_to_evaluator is not None:
