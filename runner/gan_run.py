@@ -96,7 +96,7 @@ class GanRunSettings:
     keep_heap: bool = setting(
         True, "keep freed memory for reuse (glibc): far fewer page faults per step on CPU", resume="free"
     )
-    compile: bool = setting(False, "torch.compile both networks (pays off on CUDA for long runs)", resume="free")
+    compile: bool = setting(False, "torch.compile both networks (meant for CUDA; slower on CPU)", resume="free")
 
 
 @dataclass
