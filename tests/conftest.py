@@ -43,6 +43,20 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+def write_images(folder: Path, count: int, size: tuple[int, int] = (12, 10), nested: bool = True) -> Path:
+    """``count`` random RGB images (PNG and JPEG, every other one in a sub-folder when ``nested``) in ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        where = folder / f"class{index % 2}" if nested and index % 2 else folder
+        where.mkdir(parents=True, exist_ok=True)
+        pixels = (rng.random((size[1], size[0], 3)) * 255).astype("uint8")
+        Image.fromarray(pixels).save(where / f"image{index}.{'png' if index % 3 else 'jpg'}")
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def smoke_fid_cache(tmp_path_factory):
     """Atari-FID's classifier for 16x16 frames, trained once per session with a smoke-size recipe into a temporary

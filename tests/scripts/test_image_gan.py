@@ -3,11 +3,10 @@
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_launcher, tree_digest
+from conftest import REPO, run_launcher, tree_digest, write_images
 from handlers.metrics_log import records_by_iteration
 from runner.cli import dispatch, launch, launch_tool
 from runner.image_gan import GenerateSettings, ImageGanSettings, generate, train
-from tests.datasets.test_images import write_images
 
 SCRIPT = REPO / "scripts" / "image_gan.py"
 TINY = ["--dev", "cpu", "--image-size", "24", "--filters", "4", "--latent-size", "8", "--batch-size", "4"]

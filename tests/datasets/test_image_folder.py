@@ -1,19 +1,8 @@
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import write_images
 from datasets.images import ImageBatches, ImageFiles, UnreadableImageError, image_files
-
-
-def write_images(folder, count, size=(12, 10), nested=True):
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        where = folder / f"class{index % 2}" if nested and index % 2 else folder
-        where.mkdir(parents=True, exist_ok=True)
-        pixels = (rng.random((size[1], size[0], 3)) * 255).astype("uint8")
-        Image.fromarray(pixels).save(where / f"image{index}.{'png' if index % 3 else 'jpg'}")
-    return folder
 
 
 def take(stream, n):
