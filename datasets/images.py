@@ -93,7 +93,7 @@ class ImageBatches:
         return self
 
     def __next__(self) -> torch.Tensor:
-        if self.position == self.batches_per_epoch:
+        if self.position >= self.batches_per_epoch:  # >=: a resumed folder may have fewer images now
             self.epoch, self.position, self._batches = self.epoch + 1, 0, None
         if self._batches is None:
             remaining = self.epoch_order(self.epoch)[self.position :]

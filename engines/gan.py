@@ -138,7 +138,7 @@ def create_gan_trainer(
             losses["loss_dis"] = discriminator_step(real, fake)
         if index % step.g_every == 0:
             losses["loss_gen"] = generator_step(fake)
-        if scaler is not None:
+        if scaler is not None and losses:  # update() needs a step() before it
             scaler.update()
         if losses:  # one device sync for both numbers
             last.values.update(zip(losses, torch.stack(list(losses.values())).detach().tolist(), strict=True))

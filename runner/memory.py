@@ -13,7 +13,7 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 HEAP_BLOCK_LIMIT = 1 << 30  # blocks up to 1 GiB come from the heap
-KEEP_FREE_LIMIT = 1 << 31  # and up to 2 GiB of freed heap stays with the process
+KEEP_FREE_LIMIT = 2**31 - 1  # and up to 2 GiB (a C int) of freed heap stays with the process
 
 
 def keep_freed_memory() -> bool:
