@@ -16,6 +16,7 @@ split's mean and std (regression targets keep their units), so a model sees the 
 """
 
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,20 @@ def data_folder(data_dir: str | None) -> Path:
     return Path(data_dir).expanduser() if data_dir else default_data_dir()
 
 
+def outermost_missing_folders(paths: Sequence[Path]) -> list[Path]:
+    """The outermost folders on the way to ``paths`` that do not exist yet: a download would create them."""
+    outermost = set()
+    for path in paths:
+        missing = None
+        for parent in path.parents:  # nearest first
+            if parent.exists():
+                break
+            missing = parent
+        if missing is not None:
+            outermost.add(missing)
+    return sorted(outermost)
+
+
 def read_files(
     name: str, folder: Path, expected: Sequence[Path], layout: str, download: bool, read: Callable[[bool], Any]
 ) -> Any:
@@ -183,11 +198,14 @@ def read_files(
             f"{name}: no copy in {folder} ({missing[0].name} is missing) and downloading is off; "
             f"{DATA_DIR_HINT} ({layout})"
         )
+    new_folders = outermost_missing_folders(expected) if missing else []
     try:
         return read(bool(missing))
     # The readers raise whatever their parser hits on a bad file (AssertionError, TypeError, pickle and zlib errors).
     except Exception as error:
         if any(not path.is_file() for path in expected):
+            for created in new_folders:  # what the failed download made (say <data-dir>/MNIST/raw), and only that
+                shutil.rmtree(created, ignore_errors=True)
             raise ValueError(
                 f"{name}: no copy in {folder} and the download failed ({reason(error)}); {DATA_DIR_HINT} ({layout})"
             ) from error

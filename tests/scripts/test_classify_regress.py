@@ -88,13 +88,14 @@ def test_wide_and_deep_with_auxiliary_output_trains_on_its_two_inputs(tmp_path):
         (ClassifySettings, ["--model", "lenet"], "lenet needs input_shape (3, 32, 32)"),
         (ClassifySettings, ["--dataset", "diabetes"], "is a regression data set"),
         (ClassifySettings, ["--model", "linear"], "is a regression model"),
-        (ClassifySettings, ["--dataset", "mnist", "--data-dir", "no-such-folder-here"], "--data-dir"),
+        (ClassifySettings, ["--dataset", "mnist", "--data-dir", "{tmp_path}/no-such-folder-here"], "--data-dir"),
         (ClassifySettings, ["--dataset", "imagenet"], "--dataset imagenet"),
         (RegressSettings, ["--optimizer", "adagrad"], "choose one of sgd, adam"),
         (RegressSettings, ["--lr-decay", "1.5"], "--lr-decay 1.5: must be in (0, 1]"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(settings_cls, argv, message, tmp_path, capsys):
+    argv = [arg.format(tmp_path=tmp_path) for arg in argv]  # an absolute path: nothing is created in the repo
     assert run(settings_cls, *argv, "--output-dir", str(tmp_path / "x")) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
