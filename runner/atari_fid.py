@@ -42,7 +42,8 @@ def extractor_path(image_size: int) -> Path:
 def train_frame_classifier(image_size: int) -> tuple[FrameClassifier, float]:
     """Train the classifier with Ignite's supervised trainer; returns it (in eval mode) and its validation accuracy."""
     seed = RECIPE["seed"]
-    with torch.random.fork_rng(devices=[]):
+    # Atari-FID trains it on first use, from inside Ignite's metric update, which runs under no_grad.
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         train_x, train_y = labelled_frames(FID_GAMES, RECIPE["train_per_game"], image_size, seed=seed)
         valid_x, valid_y = labelled_frames(FID_GAMES, RECIPE["valid_per_game"], image_size, seed=seed + 1000)

@@ -91,7 +91,8 @@ def test_training_the_classifier_is_deterministic_and_leaves_the_callers_rng_alo
     monkeypatch.setitem(atari_fid.RECIPE, "epochs", 1)
     torch.manual_seed(123)
     rng_before = torch.get_rng_state()
-    first, accuracy = atari_fid.train_frame_classifier(8)
+    with torch.no_grad():  # as on first use, from inside FID's update (Ignite's metrics update under no_grad)
+        first, accuracy = atari_fid.train_frame_classifier(8)
     assert torch.equal(rng_before, torch.get_rng_state())
     second, again = atari_fid.train_frame_classifier(8)
     assert accuracy == again
