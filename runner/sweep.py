@@ -9,17 +9,21 @@ counts FAIL as finished): it is *adopted*. The next worker on the same machine t
 number and parameters, and its run resumes from the trial's own newest checkpoint. A trial is recognised as
 orphaned when its recorded host is this machine and its recorded process is gone.
 
-Workers on one machine count trials and ``ask()`` for new ones under a file lock, so K workers never start trial
-N+1 (``--n-workers K``).
+Workers count trials and ``ask()`` for new ones under a lock, so they never start trial N+1: on PostgreSQL a database
+lock, which serialises the workers of every machine sharing the study; on SQLite and journal files a file lock in the
+output folder, for the ``--n-workers K`` of one machine. Orphans are still only adopted on their own machine: a trial
+killed on machine A waits, RUNNING, until a worker is started again on A.
 """
 
+import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import multiprocessing
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +66,16 @@ class SweepTask:
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # the sweep's own task defaults
 
 
+# How to install a missing database driver, by module name. SQLAlchemy 2.1 reads postgresql:// as postgresql+psycopg://
+# (psycopg 3; 2.0 read it as +psycopg2).
+DRIVER_INSTALLS = {
+    "psycopg": 'pip install -e ".[postgres]" (or: pip install "psycopg[binary]")',
+    "psycopg2": "pip install psycopg2-binary",
+    "MySQLdb": "pip install mysqlclient",
+    "pymysql": "pip install pymysql",
+}
+
+
 def open_storage(spec: str, output_dir: Path) -> optuna.storages.BaseStorage:
     """``''`` -> SQLite in the output folder; ``*.journal`` -> a journal file; ``dialect://...`` -> an RDB URL."""
     if not spec:
@@ -74,7 +88,11 @@ def open_storage(spec: str, output_dir: Path) -> optuna.storages.BaseStorage:
             if spec.startswith("sqlite:///"):
                 Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.RDBStorage(spec)
-    except (OSError, ImportError, ValueError) as error:
+    except ImportError as error:  # Optuna's message names no module; the driver's ImportError, its cause, does
+        module = getattr(error.__cause__, "name", None) or error.name or f"a driver for {spec.split(':')[0]}"
+        install = DRIVER_INSTALLS.get(module, f"pip install {module}")
+        raise UserError(f"--storage {spec}: database driver {module} is not installed; run: {install}") from None
+    except (OSError, ValueError) as error:
         raise UserError(f"--storage {spec}: {str(error).splitlines()[0]}") from None
     except Exception as error:  # noqa: BLE001 (SQLAlchemy raises its own error classes for bad URLs)
         raise UserError(
@@ -120,7 +138,7 @@ def is_orphaned(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 class SweepLock:
-    """One machine's workers take turns counting trials and asking for the next one."""
+    """One machine's workers take turns counting trials and asking for the next one (a file lock)."""
 
     def __init__(self, output_dir: Path):
         self.path = output_dir / ".sweep.lock"
@@ -134,14 +152,51 @@ class SweepLock:
         self.file.close()
 
 
+# A session-level lock taken and released on one connection of the storage's engine; the server drops it if the
+# worker dies. MySQL's is written from its manual and untested (CI runs PostgreSQL only).
+DATABASE_LOCKS = {
+    "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
+    "mysql": ("SELECT GET_LOCK(CAST(:key AS CHAR), -1)", "SELECT RELEASE_LOCK(CAST(:key AS CHAR))"),
+}
+
+
+def lock_key(study_name: str) -> int:
+    """A stable 63-bit key for the study's database lock (a bigint for PostgreSQL's advisory locks)."""
+    digest = hashlib.sha256(f"ignite-book-sweep:{study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@contextlib.contextmanager
+def study_lock(storage: optuna.storages.BaseStorage, study_name: str, output_dir: Path) -> Iterator[None]:
+    """Workers take turns counting trials and asking for the next one: those of all machines on a PostgreSQL (or MySQL)
+    storage, those of this machine on SQLite or a journal file (a file lock in the output folder)."""
+    dialect = storage.engine.dialect.name if isinstance(storage, optuna.storages.RDBStorage) else ""
+    if dialect not in DATABASE_LOCKS:
+        with SweepLock(output_dir):
+            yield
+        return
+    import sqlalchemy  # Optuna's dependency, already loaded by an RDBStorage
+
+    take, release = (sqlalchemy.text(sql) for sql in DATABASE_LOCKS[dialect])
+    key = {"key": lock_key(study_name)}
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(take, key)
+        try:
+            yield
+        finally:
+            connection.execute(release, key)  # before the connection goes back to the pool, where the lock would stay
+
+
 def claim(study: optuna.Study, trial: optuna.trial.Trial) -> None:
     study._storage.set_trial_user_attr(trial._trial_id, "host", socket.gethostname())
     study._storage.set_trial_user_attr(trial._trial_id, "pid", os.getpid())
 
 
-def next_trial(study: optuna.Study, n_trials: int, output_dir: Path) -> optuna.trial.Trial | None:
+def next_trial(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int, output_dir: Path
+) -> optuna.trial.Trial | None:
     """The trial this worker runs next: an orphan to adopt, a new one, or None when the study has enough."""
-    with SweepLock(output_dir):
+    with study_lock(storage, study.study_name, output_dir):
         trials = study.get_trials(deepcopy=False)
         for frozen in trials:
             if is_orphaned(frozen):
@@ -211,7 +266,7 @@ def worker(task_name: str, storage_spec: str, study_name: str, seed: int, n_tria
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_spec, output_dir)
     study = open_study(storage, study_name, task.direction, seed)
-    while (trial := next_trial(study, n_trials, output_dir)) is not None:
+    while (trial := next_trial(study, storage, n_trials, output_dir)) is not None:
         code = run_trial(task, trial, base, output_dir)
         if code is not None:
             return code
@@ -321,6 +376,8 @@ def check_flags(task: SweepTask, explicit: dict[str, Any]) -> None:
     clash = sorted(set(explicit) & set(task.search_space))
     if clash:
         raise UserError(f"{', '.join(flag_name(n) for n in clash)}: searched by the sweep; drop the flag")
+    if explicit.get("nproc_per_node", 1) != 1:
+        raise UserError("--nproc-per-node: each trial trains in one process; run trials side by side with --n-workers")
     for name in ("resume", "output_dir", "seed"):
         if name in explicit:
             raise UserError(
@@ -372,12 +429,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = {**{k: v for k, v in recipe.items() if k not in task.search_space}, **explicit, "seed": args.seed}
     probe = {name: getattr(d, "choices", [getattr(d, "low", None)])[0] for name, d in task.search_space.items()}
     trial_settings(task, base, probe, output_dir / "trial_0000")  # refuses bad flag values before any trial runs
+    new_folders = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create output directory {output_dir}: {error.strerror or error}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(open_storage(args.storage, output_dir), study_name, task.direction, args.seed)
+    try:
+        study = open_study(open_storage(args.storage, output_dir), study_name, task.direction, args.seed)
+    except UserError:
+        for folder in new_folders:  # innermost first; a refused storage leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     code = run_workers(
         args.n_workers, (args.task, args.storage, study_name, args.seed, args.n_trials, base, output_dir)
     )
