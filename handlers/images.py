@@ -8,7 +8,7 @@ images ``fake`` and ``real``. The generator runs in ``eval()`` under ``no_grad``
 sheet changes no model state and draws nothing from any RNG, so it cannot perturb an exactly resumed run.
 """
 
-import os
+import io
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from ignite.handlers import TensorboardLogger
 from PIL import Image
 
 from handlers.checkpoint import output_is_finite
+from runner.files import write_atomically
 
 GRID_PADDING = 2  # pixels between images, as torchvision's make_grid
 
@@ -48,9 +49,13 @@ def image_grid(images: torch.Tensor) -> torch.Tensor:
 def save_png_atomically(grid: torch.Tensor, path: Path) -> None:
     """A (3, H, W) grid in [0, 1] as an 8-bit PNG (rounded as torchvision's save_image), replaced atomically."""
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(pixels).save(temporary, format="png")
-    os.replace(temporary, path)
+    save_image_atomically(Image.fromarray(pixels), path)
+
+
+def save_image_atomically(image: Image.Image, path: Path) -> None:
+    encoded = io.BytesIO()
+    image.save(encoded, format="png")
+    write_atomically(path, encoded.getbuffer())
 
 
 class SampleSheets:

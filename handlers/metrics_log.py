@@ -15,6 +15,8 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from runner.files import reported_write
+
 
 def _plain(value: Any) -> Any:
     """Values as JSON can hold them: tensors to numbers or lists, NaN/Inf to strings (the file stays valid JSON)."""
@@ -46,7 +48,7 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps({key: _plain(value) for key, value in record.items()})
-        with self.path.open("a+b") as file:
+        with reported_write(self.path), self.path.open("a+b") as file:
             # A process killed mid-write leaves a torn last line: start on a fresh line after it.
             if file.tell() > 0:
                 file.seek(-1, 2)

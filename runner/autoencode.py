@@ -18,7 +18,6 @@ events, ``checkpoints/``) a run writes
 Resume is exact at epoch boundaries, as for the supervised tasks (``runner/supervised.py``).
 """
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,11 +42,12 @@ from engines.supervised import create_supervised_evaluator_for, create_supervise
 from handlers import ExactResume, GracefulStop, MetricsLog, Throughput, attach_progress, output_is_finite
 from handlers.checkpoint import GeneratorState, run_dir_of_checkpoint
 from handlers.evaluation import PeriodicEvaluation, keep_best
-from handlers.images import image_grid, save_png_atomically
+from handlers.images import image_grid, save_image_atomically, save_png_atomically
 from handlers.logging import attach_running_averages, attach_tensorboard
 from models.autoencoder import ConvAutoencoder
 from runner.device import resolve_device
 from runner.errors import UserError, say
+from runner.files import save_atomically
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory
 from runner.settings import at_least_two, in_open_unit_interval, non_negative, positive, setting, settings_dict
@@ -229,12 +229,6 @@ def tsne_points(codes: np.ndarray, seed: int) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
 
 
-def save_image_atomically(image: Image.Image, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    image.save(temporary, format="png")
-    os.replace(temporary, path)
-
-
 class ReconstructionSheets:
     """After every evaluation: ``samples/reconstructions_<iteration>.png`` of fixed validation images.
 
@@ -306,9 +300,7 @@ def write_end_outputs(model: ConvAutoencoder, data: ImageData, settings: Autoenc
     ``iteration``. The t-SNE plot is written last: when it exists, everything does."""
     encoded = encode_all(model, data.valid, max(256, settings.batch_size), device)
     record = {**encoded, "class_names": list(data.class_names), "iteration": iteration}
-    temporary = run_path / "codes.pt.tmp"
-    torch.save(record, temporary)
-    os.replace(temporary, run_path / "codes.pt")
+    save_atomically(record, run_path / "codes.pt")
 
     shown = min(settings.embed_points, len(encoded["codes"]))
     codes, labels = encoded["codes"][:shown], encoded["labels"][:shown]

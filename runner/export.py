@@ -8,7 +8,6 @@ model, spec = load_exported("runs/classify-.../export/model.pt")
 """
 
 import copy
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from models.book_models import build_model, split_wide_deep
 from runner.errors import UserError
+from runner.files import save_atomically
 
 
 def export_model(model: torch.nn.Module, settings: Any, data: Any, directory: Path, say: Callable[[str], None]) -> None:
@@ -33,9 +33,7 @@ def export_model(model: torch.nn.Module, settings: Any, data: Any, directory: Pa
         "preprocessing": data.preprocessing,
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
     }
-    temporary = directory / "model.pt.tmp"
-    torch.save(spec, temporary)
-    os.replace(temporary, directory / "model.pt")
+    save_atomically(spec, directory / "model.pt")
     try:
         example = torch.zeros(1, *data.input_shape)
         with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import UserError
+from runner.files import TEMPORARY_SUFFIX, write_atomically
 
 
 def default_output_dir(task: str) -> str:
@@ -23,9 +24,7 @@ def default_output_dir(task: str) -> str:
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 class RunDirectory:
@@ -79,7 +78,9 @@ class RunDirectory:
 
     def _remove_partial_writes(self) -> None:
         """Temp files of atomic writes that a killed process never renamed (we hold the lock: nobody else writes)."""
-        for folder, pattern in ((self.checkpoints, "tmp*"), (self.samples, "*.tmp"), (self.path, "*.tmp")):
+        patterns = [(folder, "*" + TEMPORARY_SUFFIX) for folder in (self.path, self.checkpoints, self.samples)]
+        patterns.append((self.checkpoints, "tmp*"))  # ignite's own DiskSaver names them so (older runs)
+        for folder, pattern in patterns:
             if folder.is_dir():
                 for leftover in folder.glob(pattern):
                     if leftover.is_file() and not leftover.name.endswith(".pt"):
