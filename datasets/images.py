@@ -10,7 +10,8 @@ labels are ignored.
 
 Each epoch's order is a pure function of ``(seed, epoch)``, so the stream's whole position is two numbers and a
 resumed run sees exactly the batches an uninterrupted one would. The last incomplete batch of an epoch is dropped,
-as the book's ``drop_last=True``. Decoding runs in ``workers`` DataLoader processes.
+as the book's ``drop_last=True``. Decoding runs in ``workers`` DataLoader processes. With ``shard=(rank, ranks)``
+(several training processes) every process follows the same order and decodes only its share of each batch.
 """
 
 from pathlib import Path
@@ -67,7 +68,12 @@ class ImageFiles(Dataset):
 class ImageBatches:
     """Endless shuffled batches of an ``ImageFiles`` dataset; ``state_dict`` is ``{"epoch", "position"}``."""
 
-    def __init__(self, dataset: ImageFiles, batch_size: int, seed: int, workers: int = 0):
+    def __init__(
+        self, dataset: ImageFiles, batch_size: int, seed: int, workers: int = 0, shard: tuple[int, int] = (0, 1)
+    ):
+        rank, ranks = shard
+        if batch_size % ranks:
+            raise ValueError(f"a batch of {batch_size} does not divide evenly over {ranks} processes")
         if len(dataset) < batch_size:
             raise ValueError(
                 f"{len(dataset)} images are fewer than one batch of {batch_size}: lower --batch-size or add images"
@@ -76,6 +82,7 @@ class ImageBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.workers = workers
+        self.share = slice(rank * batch_size // ranks, (rank + 1) * batch_size // ranks)
         self.epoch, self.position = 0, 0
         self._batches = None
 
@@ -84,10 +91,12 @@ class ImageBatches:
         return len(self.dataset) // self.batch_size
 
     def epoch_order(self, epoch: int) -> list[list[int]]:
-        """The epoch's batches of indices (the shuffle of ``(seed, epoch)``, the incomplete tail dropped)."""
+        """The epoch's batches of indices (the shuffle of ``(seed, epoch)``, the incomplete tail dropped), this
+        process's share of each."""
         generator = torch.Generator().manual_seed(self.seed * EPOCH_SEED_STRIDE + epoch)
         order = torch.randperm(len(self.dataset), generator=generator).tolist()
-        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.batches_per_epoch)]
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.batches_per_epoch)]
+        return [batch[self.share] for batch in batches]
 
     def __iter__(self) -> "ImageBatches":
         return self

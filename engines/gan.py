@@ -16,17 +16,25 @@ AnimeGAN (the discriminator trained every ``d_every`` batches, the generator eve
 - ``freeze_discriminator``: no gradients for D's weights during the generator step. The book computes them and
   throws them away at the next ``zero_grad``, so this changes no number;
 - ``joint_d_pass``: the discriminator step's real and fake passes as one batched pass, each batch still normalised
-  by its own BatchNorm statistics (``Discriminator.forward_pair``): the book's numbers, fewer and larger kernels.
+  by its own BatchNorm statistics (``discriminator(real, fake)``): the book's numbers, fewer and larger kernels.
+
+The networks may be wrapped in ``DistributedDataParallel`` (``runner.distributed``): the discriminator step goes
+through the wrapper (its gradients are averaged over the ranks); the generator step calls the discriminator inside
+it, whose weights that step does not train, and only the generator's gradients are averaged. The losses returned are
+the ranks' average.
 """
 
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import FID
 from torch import nn
+
+from engines.distributed import copy_buffers_from_rank_zero, mean_over_ranks
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,10 +92,11 @@ def create_gan_trainer(
     if step.precision == "fp16" and scaler is None:
         raise ValueError("fp16 needs a GradScaler: its gradients underflow without one")
     objective = nn.BCEWithLogitsLoss()
-    latent_size = generator.latent_size
+    inner_discriminator = unwrapped(discriminator)  # for the generator step: no DDP synchronisation of D
+    latent_size = unwrapped(generator).latent_size
     non_blocking = device.type == "cuda"
     dtype = PRECISIONS[step.precision]
-    joint = step.joint_d_pass and hasattr(discriminator, "forward_pair")
+    joint = step.joint_d_pass and hasattr(inner_discriminator, "forward_pair")
     last = LastLosses()
 
     def autocast() -> contextlib.AbstractContextManager:
@@ -106,7 +115,7 @@ def create_gan_trainer(
         dis_optimizer.zero_grad(set_to_none=True)
         with autocast():
             if joint:
-                real_logits, fake_logits = discriminator.forward_pair(real, fake.detach())
+                real_logits, fake_logits = discriminator(real, fake.detach())  # forward_pair, through DDP
             else:
                 real_logits, fake_logits = discriminator(real), discriminator(fake.detach())  # no gradient into G
             real_logits, fake_logits = real_logits.float(), fake_logits.float()
@@ -118,9 +127,9 @@ def create_gan_trainer(
 
     def generator_step(fake: torch.Tensor) -> torch.Tensor:
         gen_optimizer.zero_grad(set_to_none=True)
-        freeze = frozen(discriminator) if step.freeze_discriminator else contextlib.nullcontext()
+        freeze = frozen(inner_discriminator) if step.freeze_discriminator else contextlib.nullcontext()
         with freeze, autocast():
-            fooled_logits = discriminator(fake).float()
+            fooled_logits = inner_discriminator(fake).float()
         gen_loss = objective(fooled_logits, torch.ones_like(fooled_logits))
         backward_and_step(gen_loss, gen_optimizer)
         return gen_loss
@@ -131,22 +140,30 @@ def create_gan_trainer(
         if step.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         noise = torch.randn(real.shape[0], latent_size, 1, 1, device=device)
-        with autocast():
+        train_dis, train_gen = index % step.d_every == 0, index % step.g_every == 0
+        # Without a generator step no graph is kept (and DDP expects a backward after a forward that records one).
+        with autocast(), torch.set_grad_enabled(train_gen):
             fake = generator(noise)
         losses = {}
-        if index % step.d_every == 0:
+        if train_dis:
             losses["loss_dis"] = discriminator_step(real, fake)
-        if index % step.g_every == 0:
+        if train_gen:
             losses["loss_gen"] = generator_step(fake)
         if scaler is not None and losses:  # update() needs a step() before it
             scaler.update()
-        if losses:  # one device sync for both numbers
-            last.values.update(zip(losses, torch.stack(list(losses.values())).detach().tolist(), strict=True))
+        if losses:  # one device sync for both numbers, averaged over the ranks
+            values = mean_over_ranks(torch.stack(list(losses.values())).detach())
+            last.values.update(zip(losses, values.tolist(), strict=True))
         return dict(last.values)
 
     trainer = Engine(gan_step)
     trainer.last_losses = last
     return trainer
+
+
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper, or ``module``."""
+    return getattr(module, "module", module)
 
 
 def create_fid_evaluator(
@@ -157,18 +174,19 @@ def create_fid_evaluator(
     batch_size: int,
     device: torch.device,
 ) -> Engine:
-    """An evaluator whose ``run(range(n_batches))`` leaves ``state.metrics["fid"]``: Ignite's ``FID`` between the
-    generator's images of ``noise`` and ``real_frames``, in the feature space of ``features`` (a module with a
-    ``feature_size``). ``real_frames`` may be a function that makes them: it is called at the first evaluation.
+    """An evaluator whose ``run(fid_batches(n, batch_size))`` leaves ``state.metrics["fid"]``: Ignite's ``FID``
+    between the generator's images of ``noise`` and ``real_frames``, in the feature space of ``features`` (a module
+    with a ``feature_size``). ``real_frames`` may be a function that makes them: it is called at the first evaluation.
 
     The generator runs in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
-    from no RNG, so a run with evaluations computes the same training numbers as one without.
+    from no RNG, so a run with evaluations computes the same training numbers as one without. With several
+    processes each evaluates its share of the samples with rank 0's BatchNorm statistics, and FID's sums are reduced
+    over the ranks: the value is that of all the samples.
     """
     generator_mode = {}
     real = {"frames": real_frames}
 
-    def fid_step(engine: Engine, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        chunk = slice(index * batch_size, (index + 1) * batch_size)
+    def fid_step(engine: Engine, chunk: slice) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             fake = generator(noise[chunk]).float()
         if callable(real["frames"]):
@@ -181,6 +199,7 @@ def create_fid_evaluator(
     def generator_to_eval(_: Engine) -> None:
         generator_mode["training"] = generator.training
         generator.eval()
+        copy_buffers_from_rank_zero(generator)
 
     @evaluator.on(Events.COMPLETED)
     def generator_back(_: Engine) -> None:
@@ -191,6 +210,9 @@ def create_fid_evaluator(
     return evaluator
 
 
-def fid_batches(samples: int, batch_size: int) -> range:
-    """The evaluator's data: batch indices covering ``samples`` images."""
-    return range(-(-samples // batch_size))
+def fid_batches(samples: int, batch_size: int) -> list[slice]:
+    """The evaluator's data: this process's share of the ``samples`` images (all of them with one process), in
+    slices of at most ``batch_size``."""
+    rank, ranks = idist.get_rank(), idist.get_world_size()
+    start, stop = samples * rank // ranks, samples * (rank + 1) // ranks
+    return [slice(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
+from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Accuracy, ConfusionMatrix, Loss, MeanAbsoluteError, MeanSquaredError, RootMeanSquaredError
 from torch import nn
+
+from engines.distributed import copy_buffers_from_rank_zero, mean_over_ranks
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
@@ -45,7 +47,8 @@ def create_supervised_trainer_for(
     device: torch.device,
     model_fn: Callable[[nn.Module, Any], Any] = call_model,
 ) -> Engine:
-    """Ignite's supervised trainer; ``state.output`` is ``{"loss": float}`` like every process function here."""
+    """Ignite's supervised trainer; ``state.output`` is ``{"loss": float}`` like every process function here (with
+    several processes, the ranks' mean: all log, stop on NaN and decay the learning rate alike)."""
     return create_supervised_trainer(
         model,
         optimizer,
@@ -53,7 +56,7 @@ def create_supervised_trainer_for(
         device=device,
         non_blocking=device.type == "cuda",
         model_fn=model_fn,
-        output_transform=lambda x, y, y_pred, loss: {"loss": loss.item()},
+        output_transform=lambda x, y, y_pred, loss: {"loss": mean_over_ranks(loss.detach()).item()},
     )
 
 
@@ -63,8 +66,9 @@ def create_supervised_evaluator_for(
     device: torch.device,
     model_fn: Callable[[nn.Module, Any], Any] = call_model,
 ) -> Engine:
-    """Ignite's supervised evaluator (``eval()`` mode, ``no_grad``), scoring the main output only."""
-    return create_supervised_evaluator(
+    """Ignite's supervised evaluator (``eval()`` mode, ``no_grad``), scoring the main output only. With several
+    processes each evaluates its share with rank 0's BatchNorm statistics; the metrics reduce over the ranks."""
+    evaluator = create_supervised_evaluator(
         model,
         metrics=metrics,
         device=device,
@@ -72,6 +76,8 @@ def create_supervised_evaluator_for(
         model_fn=model_fn,
         model_transform=main_output,
     )
+    evaluator.add_event_handler(Events.STARTED, lambda _: copy_buffers_from_rank_zero(model))
+    return evaluator
 
 
 def classification_metrics(loss_fn: nn.Module, n_classes: int) -> dict[str, Any]:

@@ -2,15 +2,17 @@
 
 Built on Ignite's ``Checkpoint`` and ``DiskSaver``, with their traps handled (design.md):
 
-- the saver never requires an empty folder (a resumed run writes into its own), writes atomically (temp file +
-  rename: a process killed at any instant leaves the previous checkpoint whole) and tolerates a rotated-out file
-  that is already gone;
+- the saver never requires an empty folder (a resumed run writes into its own), writes atomically and durably
+  (``runner.files``: temp file, fsync, rename: a process killed at any instant, or a disk that fills up, leaves the
+  previous checkpoint whole) and tolerates a rotated-out file that is already gone;
 - ``include_self=True``, so a resumed run knows the files it must rotate out;
 - ``n_saved >= 2``: ``Checkpoint`` removes the oldest file *before* writing the new one, so with one slot a kill in
   between would leave none;
 - metrics such as ``RunningAverage`` reset themselves on ``Events.STARTED``, which fires again on resume: their saved
   state is re-applied after that reset;
-- a checkpoint holds only tensors, numbers, strings, lists and dicts and is read with ``weights_only=True``.
+- a checkpoint holds only tensors, numbers, strings, lists and dicts and is read with ``weights_only=True``;
+- with several processes every rank takes part in a save (each contributes its own RNG and data-stream state, see
+  ``runner.distributed.PerRank``) and rank 0 writes the file.
 """
 
 import math
@@ -21,12 +23,15 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from ignite.metrics import Metric
 
-from runner.errors import UserError
+from runner.distributed import agree, per_rank
+from runner.errors import CannotWrite, UserError
+from runner.files import save_atomically
 from runner.rng import GlobalRNG
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
@@ -38,9 +43,15 @@ class RunDirSaver(DiskSaver):
     def __init__(self, dirname: str | Path):
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
 
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        # DiskSaver's atomic write neither fsyncs nor keeps the disk's reason when torch's writer fails.
+        if idist.get_rank() == self.save_on_rank:
+            save_atomically(checkpoint, self.dirname / filename)
+
     def remove(self, filename: str) -> None:
         # After a resume from an older checkpoint its list can name a file a crash never finished.
-        (self.dirname / filename).unlink(missing_ok=True)
+        if idist.get_rank() == self.save_on_rank:
+            (self.dirname / filename).unlink(missing_ok=True)
 
 
 class GeneratorState:
@@ -107,26 +118,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def find_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+def find_checkpoint(path: str | Path, flag: str = "--resume") -> tuple[Path, dict[str, Any]]:
     """The checkpoint to resume from: ``path`` itself, or the newest readable one of a run directory.
 
     A run directory's newest file may be torn (say, by a full disk); older ones are tried, with a warning.
     """
     path = Path(path)
     if not path.exists():
-        raise UserError(f"--resume {path}: no such file or directory")
+        raise UserError(f"{flag} {path}: no such file or directory")
     if path.is_file():
         return path, load_checkpoint(path)
     directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     files = checkpoint_files(directory)
     if not files:
-        raise UserError(f"--resume {path}: no checkpoint_<iteration>.pt files in {directory}")
+        raise UserError(f"{flag} {path}: no checkpoint_<iteration>.pt files in {directory}")
     for candidate in reversed(files):
         try:
             return candidate, load_checkpoint(candidate)
         except UserError as error:
             print(f"warning: skipping {error}", file=sys.stderr)
-    raise UserError(f"--resume {path}: none of the {len(files)} checkpoints in {directory} is readable")
+    raise UserError(f"{flag} {path}: none of the {len(files)} checkpoints in {directory} is readable")
 
 
 def run_dir_of_checkpoint(path: Path) -> Path:
@@ -165,7 +176,7 @@ class ExactResume:
         their fresh state."""
         if n_saved < 2:
             raise ValueError("n_saved must be >= 2: a kill during rotation must leave a whole checkpoint")
-        self.to_save = {**to_save, "rng": GlobalRNG(), "settings": SettingsRecord(settings)}
+        self.to_save = {**to_save, "rng": per_rank(GlobalRNG()), "settings": SettingsRecord(settings)}
         self.directory = Path(directory)
         self.every = every
         self.per_epoch = per_epoch
@@ -178,6 +189,7 @@ class ExactResume:
         )
         self._metric_states: dict[str, Any] = {}
         self.optional = set(optional)
+        self._saved_iteration = 0  # the iteration of the newest checkpoint, written or loaded
 
     def attach(self, engine: Engine) -> "ExactResume":
         engine.add_event_handler(Events.STARTED, self._reapply_metric_states)
@@ -193,18 +205,24 @@ class ExactResume:
 
     def save(self, engine: Engine) -> None:
         """Save now, unless this iteration is saved already or its output is NaN/Inf (keep the last good one)."""
-        if engine.state.iteration == 0 or not output_is_finite(engine.state.output):
+        iteration = engine.state.iteration
+        if iteration in (0, self._saved_iteration) or not output_is_finite(engine.state.output):
             return
-        if self.per_epoch and engine.state.iteration % engine.state.epoch_length:
+        if self.per_epoch and iteration % engine.state.epoch_length:
             return  # stopped inside an epoch: the last epoch-end checkpoint is the one to resume from
-        last = self.last_path
-        if last is not None and last.name == f"checkpoint_{engine.state.iteration}.pt" and last.exists():
-            return
-        self.checkpoint(engine)
+        previous, error = self.last_path, None
+        try:
+            self.checkpoint(engine)
+        except CannotWrite as failed:
+            kept = f"the last complete checkpoint is {previous}" if previous else "no checkpoint was written yet"
+            error = CannotWrite(f"{failed}; {kept}")
+        agree(error)  # with several processes only rank 0 writes: all stop if it could not
+        self._saved_iteration = iteration
 
     def load(self, checkpoint: Mapping[str, Any]) -> None:
         objects = {name: obj for name, obj in self.to_save.items() if name in checkpoint or name not in self.optional}
         Checkpoint.load_objects({**objects, "checkpointer": self.checkpoint}, dict(checkpoint))
+        self._saved_iteration = int(checkpoint["trainer"]["iteration"])
         self._metric_states = {name: checkpoint[name] for name, obj in self.to_save.items() if isinstance(obj, Metric)}
 
     def _reapply_metric_states(self, _: Engine) -> None:

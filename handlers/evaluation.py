@@ -25,14 +25,15 @@ class PeriodicEvaluation:
         evaluator: Engine,
         data: Any,
         every: int,
-        metrics_log: MetricsLog,
+        metrics_log: MetricsLog | None,
         tb_logger: TensorboardLogger | None = None,
         tag: str = "eval",
         prefix: str = "",
         tb_metric_names: list[str] | str = "all",
     ):
         """``prefix`` names the records' keys (``val_`` -> ``val_accuracy``); ``tb_metric_names`` picks the scalar
-        metrics for TensorBoard (a confusion matrix is no scalar)."""
+        metrics for TensorBoard (a confusion matrix is no scalar). Without ``metrics_log`` and ``tb_logger`` (the
+        other ranks of a several-process run) it only evaluates: its metrics are reduced over the ranks."""
         self.evaluator = evaluator
         self.data = data
         self.every = every
@@ -61,8 +62,9 @@ class PeriodicEvaluation:
             return
         self._last_evaluated = iteration
         self.evaluator.run(self.data)
-        metrics = {f"{self.prefix}{name}": value for name, value in self.evaluator.state.metrics.items()}
-        self.metrics_log.write({"iteration": iteration, "epoch": trainer.state.epoch, **metrics})
+        if self.metrics_log is not None:
+            metrics = {f"{self.prefix}{name}": value for name, value in self.evaluator.state.metrics.items()}
+            self.metrics_log.write({"iteration": iteration, "epoch": trainer.state.epoch, **metrics})
 
 
 def keep_best(

@@ -58,7 +58,11 @@ class Discriminator(nn.Module):
         layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=bias))  # (B, 1, 1, 1)
         self.conv_pipe = nn.Sequential(*layers)
 
-    def forward(self, images: Tensor) -> Tensor:  # (B, C, S, S) -> (B,)
+    def forward(self, images: Tensor, second: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, C, S, S) -> (B,) logits; given a ``second`` batch, ``forward_pair(images, second)`` (a wrapper such
+        as DistributedDataParallel only intercepts ``forward``)."""
+        if second is not None:
+            return self.forward_pair(images, second)
         return self.conv_pipe(images).view(-1)
 
     def forward_pair(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:

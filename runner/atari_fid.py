@@ -12,7 +12,6 @@ FID values are comparable only within one version.
 """
 
 import fcntl
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from datasets import cache_dir
 from datasets.atari import labelled_frames
 from models.dcgan import stride2_stages
 from models.frame_classifier import FrameClassifier
+from runner.files import save_atomically
 
 FID_VERSION = "atari-fid-v1"
 FID_GAMES = (
@@ -42,8 +42,10 @@ def extractor_path(image_size: int) -> Path:
 def train_frame_classifier(image_size: int) -> tuple[FrameClassifier, float]:
     """Train the classifier with Ignite's supervised trainer; returns it (in eval mode) and its validation accuracy."""
     seed = RECIPE["seed"]
-    # Atari-FID trains it on first use, from inside Ignite's metric update, which runs under no_grad.
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    # Atari-FID trains it on first use, from inside Ignite's metric update, which runs under no_grad. manual_seed
+    # seeds the CUDA generators too: they are forked as well, or a GPU run's noise would restart mid-run.
+    cuda_devices = list(range(torch.cuda.device_count()))
+    with torch.random.fork_rng(devices=cuda_devices), torch.enable_grad():
         torch.manual_seed(seed)
         train_x, train_y = labelled_frames(FID_GAMES, RECIPE["train_per_game"], image_size, seed=seed)
         valid_x, valid_y = labelled_frames(FID_GAMES, RECIPE["valid_per_game"], image_size, seed=seed + 1000)
@@ -79,9 +81,7 @@ def load_frame_classifier(
                 "valid_accuracy": accuracy,
                 "model": model.state_dict(),
             }
-            temporary = path.with_name(path.name + ".tmp")
-            torch.save(record, temporary)
-            os.replace(temporary, path)
+            save_atomically(record, path)
             say(f"Atari-FID classifier: validation accuracy {accuracy:.4f} ({len(FID_GAMES)} games); cached at {path}")
     record = torch.load(path, map_location="cpu", weights_only=True)
     with torch.random.fork_rng(devices=[]):  # a module's initial weights draw from the RNG the caller trains with

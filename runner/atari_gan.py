@@ -23,7 +23,8 @@ from handlers.metrics_log import records_by_iteration
 from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.atari_fid import load_frame_classifier
-from runner.errors import say
+from runner.distributed import rank_batch_size, rank_seed, world_size
+from runner.errors import UserError, say
 from runner.gan_run import GanRunSettings, GanTask, RunContext, build_gan, gan_step_of, train_gan, use_producer
 from runner.settings import at_least_two, non_negative, positive, setting
 
@@ -64,8 +65,10 @@ class AtariGanSettings(GanRunSettings):
 
 
 def make_stream(settings: AtariGanSettings, device: torch.device) -> FrameStream | Prefetched:
-    """The live frame stream, made in a background thread if ``--producer`` says so."""
-    stream = FrameStream(settings.games, settings.batch_size, settings.image_size, settings.seed)
+    """The live frame stream (this process's share of each batch, from its own seed), made in a background thread
+    if ``--producer`` says so."""
+    batch_size, seed = rank_batch_size(settings.batch_size), rank_seed(settings.seed)
+    stream = FrameStream(settings.games, batch_size, settings.image_size, seed)
     if use_producer(settings, device):
         return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
     return stream
@@ -102,6 +105,8 @@ def attach_fid_evaluation(settings: AtariGanSettings, context: RunContext) -> tu
     Returns the evaluator (for more handlers, e.g. pruning) and the objects whose state a checkpoint must hold.
     """
     trainer, gan, run, device = context.trainer, context.gan, context.run, context.device
+    if settings.fid_samples < 2 * world_size():
+        raise UserError(f"--fid-samples {settings.fid_samples}: at least 2 per process ({world_size()} processes)")
     # The classifier and the real frames take seconds to make: a run pays for them at its first evaluation.
     features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=say)[0].to(device))
     real = functools.partial(

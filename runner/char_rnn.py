@@ -314,10 +314,7 @@ def report_end(state: Any, settings: CharRnnSettings, signal_name: str | None, l
 
 def load_trained_model(path: str) -> tuple[CharRNN, Vocabulary]:
     """The model and vocabulary of a checkpoint (a file, or a run directory's newest), read with weights_only."""
-    try:
-        file, state = find_checkpoint(path)
-    except UserError as error:  # its messages name training's flag
-        raise UserError(str(error).replace("--resume", "--checkpoint")) from None
+    file, state = find_checkpoint(path, flag="--checkpoint")
     if "corpus" not in state or "model" not in state:
         raise UserError(f"{file} is not a checkpoint of char_rnn.py")
     settings = from_saved(CharRnnSettings, state["settings"], {}, source=str(file))

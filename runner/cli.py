@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from handlers.checkpoint import find_checkpoint, run_dir_of_checkpoint
+from runner.distributed import run_ranks
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import from_saved, make_settings, parse_flags
@@ -45,6 +46,8 @@ def launch(
     def main() -> int:
         explicit = parse_flags(settings_cls, argv, prog, description)
         settings, checkpoint = resolve_settings(settings_cls, explicit, task)
+        if hasattr(settings, "nproc_per_node"):  # one process, N spawned ones, or one of torchrun's
+            return run_ranks(train, settings, checkpoint, prog)
         return train(settings, checkpoint).exit_code
 
     exit_cleanly(main, prog)

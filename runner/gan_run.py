@@ -6,13 +6,13 @@ GAN engine, running averages, the NaN guard, throughput, TensorBoard, ``metrics.
 exact-resume checkpoints, graceful Ctrl-C and the end-of-run report.
 """
 
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger, TerminateOnNan
@@ -22,6 +22,16 @@ from handlers import ExactResume, GracefulStop, MetricsLog, SampleSheets, Throug
 from handlers.checkpoint import output_is_finite, run_dir_of_checkpoint
 from handlers.logging import attach_running_averages, attach_tensorboard
 from runner.device import resolve_device, resolve_precision
+from runner.distributed import (
+    is_main_process,
+    open_run_directory,
+    per_rank,
+    rank_device,
+    rank_seed,
+    usable_cores,
+    world_size,
+    wrap_model,
+)
 from runner.errors import say
 from runner.memory import keep_freed_memory
 from runner.rng import seed_everything
@@ -44,7 +54,8 @@ def use_producer(settings: Any, device: torch.device) -> bool:
     the step's threads it only interrupts them (measured on 2 cores: 0.112 s/it with it, 0.0965 without)."""
     if settings.producer != "auto":
         return settings.producer == "on"
-    return device.type == "cuda" or (os.cpu_count() or 1) > torch.get_num_threads()
+    busy = torch.get_num_threads() * idist.get_nproc_per_node()  # the step's threads of every process here
+    return device.type == "cuda" or usable_cores() > busy
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,16 @@ class GanRunSettings:
         True, "keep freed memory for reuse (glibc): far fewer page faults per step on CPU", resume="free"
     )
     compile: bool = setting(False, "torch.compile both networks (meant for CUDA; slower on CPU)", resume="free")
+    # several processes (runner.distributed): --batch-size is the global batch, split evenly over them
+    nproc_per_node: int = setting(
+        1, "training processes on this machine (DDP via ignite.distributed; gloo on CPU, nccl on CUDA)", check=positive
+    )
 
 
 @dataclass
 class Gan:
+    """The networks (never wrapped: checkpoints, sample sheets and evaluation use these) and their optimizers."""
+
     generator: torch.nn.Module
     discriminator: torch.nn.Module
     gen_optimizer: torch.optim.Optimizer
@@ -150,13 +167,14 @@ def fixed_noise(settings: GanRunSettings, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class RunContext:
-    """What a task's ``attach_quality`` hook gets to attach its evaluation to."""
+    """What a task's ``attach_quality`` hook gets to attach its evaluation to. With several processes only rank 0
+    writes: elsewhere ``metrics_log`` and ``tb_logger`` are None."""
 
     trainer: Engine
     gan: Gan
     run: RunDirectory
-    metrics_log: MetricsLog
-    tb_logger: TensorboardLogger
+    metrics_log: MetricsLog | None
+    tb_logger: TensorboardLogger | None
     device: torch.device
 
 
@@ -165,7 +183,8 @@ class GanTask:
     """A GAN task's own parts. ``attach_quality(context)`` returns the objects a checkpoint must hold."""
 
     script: str  # for the "continue:" hint
-    make_stream: Callable[[Any, torch.device], Any]  # endless batches with state_dict / load_state_dict
+    # endless batches with state_dict / load_state_dict; with several processes, this rank's share of each batch
+    make_stream: Callable[[Any, torch.device], Any]
     make_networks: Callable[[Any], tuple[torch.nn.Module, torch.nn.Module]]
     attach_quality: Callable[[RunContext], dict[str, Any]] | None = None
     stop_reason: str = "stopped early"
@@ -176,11 +195,12 @@ def train_gan(
 ) -> tuple[int, int, Path] | None:
     """Train (or continue) one run; returns ``(exit_code, iteration, run_dir)``, or ``None`` when ``checkpoint`` is
     already at ``max_iters`` (nothing to do)."""
-    device = resolve_device(settings.dev)
+    device = rank_device(resolve_device(settings.dev))
     precision = resolve_precision(settings.precision, device)
     resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
     if resumed_at is not None and resumed_at >= settings.max_iters:
-        say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
+        if is_main_process():
+            say(f"nothing to do: {checkpoint[0]} is at iteration {resumed_at}; raise --max-iters to train further")
         return None
     if settings.keep_heap:
         keep_freed_memory()
@@ -202,30 +222,30 @@ def run_in_directory(
     resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
     run_dir = Path(settings.output_dir)
     continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
-    with RunDirectory.open(run_dir, continuing=continuing) as run:
-        run.write_config(settings_dict(settings))
+    with open_run_directory(run_dir, continuing=continuing) as run:
+        main = is_main_process()
+        if main:
+            run.write_config(settings_dict(settings))
         seed_everything(settings.seed)
         gan = build_gan(settings, *task.make_networks(settings), device)
+        if world_size() > 1:  # same initial weights everywhere (DDP copies rank 0's), each rank its own noise
+            seed_everything(rank_seed(settings.seed))
         scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         trainer = create_gan_trainer(
-            gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
+            wrap_model(gan.generator), wrap_model(gan.discriminator), gan.gen_optimizer, gan.dis_optimizer, device,
             gan_step_of(settings, precision), scaler,
         )  # fmt: skip
-        say(f"fast path: {fast_path_summary(settings, precision, device)}")
+        if main:
+            say(f"fast path: {fast_path_summary(settings, precision, device)}")
 
         # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
         averages = attach_running_averages(trainer, ["loss_gen", "loss_dis"])
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
-        Throughput(settings.log_every, settings.batch_size).attach(trainer)
-        tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
-        metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
-        noise = fixed_noise(settings, device)
-        SampleSheets(gan.generator, noise, run.samples, settings.image_every, tb_logger).attach(trainer)
-        attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())  # losses are the ranks' average
+        tb_logger, metrics_log = attach_reporting(trainer, settings, gan, run, resumed_at) if main else (None, None)
         quality_state = {}
         if task.attach_quality is not None:
             quality_state = task.attach_quality(RunContext(trainer, gan, run, metrics_log, tb_logger, device))
-        to_save = {"trainer": trainer, "stream": stream, "last_losses": trainer.last_losses, **vars(gan)}
+        to_save = {"trainer": trainer, "stream": per_rank(stream), "last_losses": trainer.last_losses, **vars(gan)}
         to_save.update(averages, **quality_state)
         if scaler is not None:
             to_save["grad_scaler"] = scaler
@@ -235,7 +255,8 @@ def run_in_directory(
         ).attach(trainer)  # fmt: skip
         if checkpoint is not None:
             resume.load(checkpoint[1])
-            metrics_log.write({"resumed_from": resumed_at, "checkpoint": str(checkpoint[0])})
+            if main:
+                metrics_log.write({"resumed_from": resumed_at, "checkpoint": str(checkpoint[0])})
 
         # A fresh run's "epoch" is the whole run (one progress bar); a resumed engine keeps its checkpoint's.
         epoch_length = None if checkpoint else settings.max_iters
@@ -243,9 +264,27 @@ def run_in_directory(
             with GracefulStop(trainer) as stop:
                 trainer.run(stream, max_iters=settings.max_iters, epoch_length=epoch_length)
         finally:
-            tb_logger.close()
+            if tb_logger is not None:
+                tb_logger.close()
         exit_code = report_end(task, trainer.state, settings, stop.signal_name, resume.last_path, run.path)
         return exit_code, trainer.state.iteration, run.path
+
+
+def attach_reporting(
+    trainer: Engine, settings: GanRunSettings, gan: Gan, run: RunDirectory, resumed_at: int | None
+) -> tuple[TensorboardLogger, MetricsLog]:
+    """What the user watches (rank 0's): throughput, TensorBoard, ``metrics.jsonl``, sample sheets, progress."""
+    Throughput(settings.log_every, settings.batch_size).attach(trainer)
+    tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
+    metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
+    noise = fixed_noise(settings, trainer_device(gan))
+    SampleSheets(gan.generator, noise, run.samples, settings.image_every, tb_logger).attach(trainer)
+    attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
+    return tb_logger, metrics_log
+
+
+def trainer_device(gan: Gan) -> torch.device:
+    return next(gan.generator.parameters()).device
 
 
 def report_end(
@@ -257,11 +296,15 @@ def report_end(
     run_path: Path,
 ) -> int:
     if not output_is_finite(state.output):
-        say(
-            f"training stopped at iteration {state.iteration}: a loss became NaN or infinite; "
-            f"the last good checkpoint is {last_checkpoint}"
-        )
+        if is_main_process():
+            say(
+                f"training stopped at iteration {state.iteration}: a loss became NaN or infinite; "
+                f"the last good checkpoint is {last_checkpoint}"
+            )
         return 1
+    exit_code = 128 + signal.Signals[signal_name].value if signal_name else 0  # the shell's convention: 130, 143
+    if not is_main_process():
+        return exit_code
     if signal_name:
         how = f"stopped by {signal_name}"
     elif state.iteration < settings.max_iters:
@@ -271,4 +314,4 @@ def report_end(
     say(f"{how} at iteration {state.iteration}; checkpoint {last_checkpoint}")
     say(f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1")
     say(f"  continue: python scripts/{task.script} --resume {run_path} --max-iters N")
-    return 128 + signal.Signals[signal_name].value if signal_name else 0  # the shell's convention: 130, 143
+    return exit_code

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 
 from datasets.images import ImageBatches, ImageFiles, UnreadableImageError
@@ -19,6 +20,7 @@ from handlers.checkpoint import find_checkpoint
 from handlers.images import image_grid, save_png_atomically
 from models.dcgan import Discriminator, Generator, outer_stage
 from runner.device import resolve_device
+from runner.distributed import is_main_process, rank_batch_size
 from runner.errors import UserError, say
 from runner.gan_run import GanRunSettings, GanTask, train_gan, use_producer
 from runner.settings import from_saved, non_negative, positive, required, setting
@@ -57,12 +59,21 @@ class ImageGanSettings(GanRunSettings):
 
 
 def make_stream(settings: ImageGanSettings, device: torch.device) -> ImageBatches | Prefetched:
+    """Shuffled batches of the folder; with several processes each decodes its share of every batch."""
+    rank_batch_size(settings.batch_size)  # refuses a batch that does not divide over the processes
     try:
         dataset = ImageFiles(settings.data_dir, settings.image_size)
-        stream = ImageBatches(dataset, settings.batch_size, settings.seed, settings.workers)
-    except ValueError as error:
+    except ValueError as error:  # its reason begins with the folder
         raise UserError(f"--data-dir {error}") from None
-    say(f"{len(dataset)} images in {settings.data_dir}: {stream.batches_per_epoch} batches of {settings.batch_size}")
+    try:
+        shard = (idist.get_rank(), idist.get_world_size())
+        stream = ImageBatches(dataset, settings.batch_size, settings.seed, settings.workers, shard)
+    except ValueError as error:
+        raise UserError(f"--data-dir {settings.data_dir}: {error}") from None
+    if is_main_process():
+        count = stream.batches_per_epoch
+        batches = f"{count} batch{'es' if count != 1 else ''} of {settings.batch_size}"
+        say(f"{len(dataset)} images in {settings.data_dir}: {batches}")
     if use_producer(settings, device):
         return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
     return stream
@@ -121,7 +132,7 @@ def generate(settings: GenerateSettings) -> GenerateResult:
     out = Path(settings.out)
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
-    path, state = find_checkpoint(settings.checkpoint)
+    path, state = find_checkpoint(settings.checkpoint, flag="--checkpoint")
     trained = from_saved(ImageGanSettings, state["settings"], {}, source=str(path))
     generator, discriminator = make_networks(trained)
     generator.load_state_dict(state["generator"])

@@ -8,6 +8,11 @@ unless the flags say otherwise.
 Resume is exact at epoch boundaries: the data loader shuffles with its own generator, whose state is in every
 checkpoint, and checkpoints are written between epochs only (a run stopped inside an epoch continues from the last
 epoch end).
+
+With ``--nproc-per-node N`` (or torchrun) the model trains under DistributedDataParallel: a DistributedSampler gives
+each process its share of every epoch's shuffle (a function of the seed and the epoch, so resume stays exact), the
+global ``--batch-size`` is split over the processes, and each evaluates a disjoint share of the validation set whose
+metrics Ignite reduces over the processes: they are the whole set's.
 """
 
 import signal
@@ -16,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import optuna
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import TerminateOnNan
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from datasets.supervised import load_dataset
 from engines.supervised import (
@@ -39,10 +45,18 @@ from handlers.lr_decay import DecayOnRise
 from handlers.metrics_log import records_by_iteration
 from models.book_models import AUX_WEIGHT, MODEL_KINDS, build_model, split_wide_deep
 from runner.device import resolve_device
+from runner.distributed import (
+    is_main_process,
+    open_run_directory,
+    rank_batch_size,
+    rank_device,
+    rank_seed,
+    world_size,
+    wrap_model,
+)
 from runner.errors import UserError, say
 from runner.export import export_model
 from runner.rng import seed_everything
-from runner.rundir import RunDirectory
 from runner.settings import in_open_unit_interval, non_negative, positive, setting, settings_dict
 
 # The books' settings per model (seed-tasks.md). Flags given on the command line override them.
@@ -122,6 +136,10 @@ class SupervisedSettings:
     batch_size: int = setting(32, "examples per batch (default: the model's recipe)", check=positive)
     label_smoothing: float = setting(0.0, "cross-entropy label smoothing (classification)", check=in_open_unit_interval)
     lr_decay: float = setting(1.0, "multiply the lr by this when an epoch's loss rises (1: never)", check=factor)
+    # several processes (runner.distributed): --batch-size is the global batch, split evenly over them
+    nproc_per_node: int = setting(
+        1, "training processes on this machine (DDP via ignite.distributed; gloo on CPU, nccl on CUDA)", check=positive
+    )
 
     def validate(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -206,6 +224,21 @@ def load_data(settings: SupervisedSettings) -> Any:
     return data
 
 
+def make_loaders(
+    settings: SupervisedSettings, data: Any, shuffle: torch.Generator
+) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
+    """Training and validation loaders: the whole sets with one process, each process's share with several."""
+    batch_size, workers = rank_batch_size(settings.batch_size), settings.num_workers
+    valid_batch = max(256, batch_size)
+    if world_size() == 1:
+        train = DataLoader(data.train, batch_size, shuffle=True, generator=shuffle, num_workers=workers)
+        return train, DataLoader(data.valid, valid_batch, num_workers=workers), None
+    sampler = DistributedSampler(data.train, shuffle=True, seed=settings.seed)  # its order: (seed, epoch)
+    train = DataLoader(data.train, batch_size, sampler=sampler, num_workers=workers)
+    share = Subset(data.valid, range(idist.get_rank(), len(data.valid), world_size()))  # disjoint, no padding
+    return train, DataLoader(share, valid_batch, num_workers=workers), sampler
+
+
 def checkpoint_epoch(checkpoint: tuple[Path, dict[str, Any]] | None) -> int | None:
     """The epochs a checkpoint has trained (None: no checkpoint). Ignite's engine state holds the iteration; epochs
     are whole here (checkpoints are written between epochs)."""
@@ -220,10 +253,11 @@ def train(
     checkpoint: tuple[Path, dict[str, Any]] | None = None,
     attach_to_evaluator: Callable[[Engine, Engine], None] | None = None,
 ) -> RunResult:
-    device = resolve_device(settings.dev)
+    device = rank_device(resolve_device(settings.dev))
     resumed_epoch = checkpoint_epoch(checkpoint)
     if resumed_epoch is not None and resumed_epoch >= settings.max_epochs:
-        say(f"nothing to do: {checkpoint[0]} is at epoch {resumed_epoch}; raise --max-epochs to train further")
+        if is_main_process():
+            say(f"nothing to do: {checkpoint[0]} is at epoch {resumed_epoch}; raise --max-epochs to train further")
         # A finished run still has its result: a sweep that adopts it after a kill needs its best score.
         metrics_path = run_dir_of_checkpoint(checkpoint[0]) / "metrics.jsonl"
         return RunResult(0, resumed_epoch, best_recorded(metrics_path, SCORING[settings.kind]))
@@ -231,8 +265,10 @@ def train(
     scoring = SCORING[settings.kind]
     run_dir = Path(settings.output_dir)
     continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
-    with RunDirectory.open(run_dir, continuing=continuing) as run:
-        run.write_config(settings_dict(settings))
+    with open_run_directory(run_dir, continuing=continuing) as run:
+        main = is_main_process()
+        if main:
+            run.write_config(settings_dict(settings))
         seed_everything(settings.seed)
         try:
             model = build_model(settings.model, data.input_shape, data.n_outputs, settings.hidden_sizes).to(device)
@@ -241,19 +277,24 @@ def train(
         loss_fn, metrics = loss_and_metrics(settings, data.n_outputs)
         optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), settings)
         shuffle = torch.Generator().manual_seed(settings.seed)
-        train_loader = DataLoader(data.train, settings.batch_size, shuffle=True, generator=shuffle,
-                                  num_workers=settings.num_workers)  # fmt: skip
-        valid_loader = DataLoader(data.valid, max(256, settings.batch_size), num_workers=settings.num_workers)
-        trainer = create_supervised_trainer_for(model, optimizer, loss_fn, device, model_call(settings))
+        train_loader, valid_loader, sampler = make_loaders(settings, data, shuffle)
+        if world_size() > 1:  # same initial weights everywhere (DDP copies rank 0's), each rank its own dropout
+            seed_everything(rank_seed(settings.seed))
+        trained = wrap_model(model)
+        trainer = create_supervised_trainer_for(trained, optimizer, loss_fn, device, model_call(settings))
         evaluator = create_supervised_evaluator_for(model, metrics, device, model_call(settings))
+        if sampler is not None:  # before each epoch's loader is made (Ignite makes it after EPOCH_STARTED)
+            trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch - 1))
 
         # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
         averages = attach_running_averages(trainer, ["loss"])
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
-        Throughput(settings.log_every, settings.batch_size).attach(trainer)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())  # the loss is the ranks' mean
         resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
-        tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
-        metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
+        tb_logger = metrics_log = None
+        if main:
+            Throughput(settings.log_every, settings.batch_size).attach(trainer)
+            tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
+            metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
         scalar_metrics = [name for name in metrics if name != "confusion"]
         PeriodicEvaluation(evaluator, valid_loader, len(train_loader), metrics_log, tb_logger, prefix="val_",
                            tb_metric_names=scalar_metrics).attach(trainer)  # fmt: skip
@@ -262,20 +303,26 @@ def train(
             extra_state["lr_decay"] = DecayOnRise(optimizer, settings.lr_decay).attach(trainer)
         if attach_to_evaluator is not None:
             attach_to_evaluator(evaluator, trainer)
-        attach_progress(trainer, settings.log_every, ["avg_loss", "iters_per_sec"])
+        if main:
+            attach_progress(trainer, settings.log_every, ["avg_loss", "iters_per_sec"])
         to_save = {"trainer": trainer, "model": model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle),
                    **averages, **extra_state}  # fmt: skip
         resume = ExactResume(to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings),
                              max(2, settings.keep_checkpoints), per_epoch=True).attach(trainer)  # fmt: skip
         if checkpoint is not None:
             resume.load(checkpoint[1])
-            metrics_log.write({"resumed_from": checkpoint[1]["trainer"]["iteration"], "checkpoint": str(checkpoint[0])})
+            if main:
+                record = {"resumed_from": checkpoint[1]["trainer"]["iteration"], "checkpoint": str(checkpoint[0])}
+                metrics_log.write(record)
 
         try:
             with GracefulStop(trainer) as stop:
                 trainer.run(train_loader, max_epochs=settings.max_epochs)
         finally:
-            tb_logger.close()
+            if tb_logger is not None:
+                tb_logger.close()
+        if not main:
+            return RunResult(0, trainer.state.epoch, None)
         best_score = best_recorded(run.metrics_path, scoring)
         if output_is_finite(trainer.state.output) and stop.signal_name is None:
             export_model(model, settings, data, run.path / "export", say)

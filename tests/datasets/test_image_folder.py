@@ -32,6 +32,15 @@ def test_each_epoch_is_a_shuffle_of_whole_batches_and_the_tail_is_dropped(tmp_pa
     assert stream.state_dict() == {"epoch": 1, "position": 1}
 
 
+def test_processes_share_the_order_and_each_takes_its_slice_of_every_batch(tmp_path):
+    dataset = ImageFiles(write_images(tmp_path, 9), 8)
+    whole = ImageBatches(dataset, batch_size=4, seed=3).epoch_order(2)
+    shards = [ImageBatches(dataset, batch_size=4, seed=3, shard=(rank, 2)).epoch_order(2) for rank in (0, 1)]
+    assert [a + b for a, b in zip(*shards, strict=True)] == whole
+    with pytest.raises(ValueError, match="does not divide evenly over 3 processes"):
+        ImageBatches(dataset, batch_size=4, seed=3, shard=(0, 3))
+
+
 def test_a_restored_state_continues_with_exactly_the_same_batches(tmp_path):
     dataset = ImageFiles(write_images(tmp_path, 7), 8)
     stream = ImageBatches(dataset, batch_size=2, seed=5)

@@ -70,8 +70,8 @@ def test_the_evaluator_computes_fid_between_the_generator_and_real_frames(featur
 
 
 def test_fid_batches_cover_every_sample():
-    assert list(fid_batches(512, 256)) == [0, 1]
-    assert list(fid_batches(513, 256)) == [0, 1, 2]
+    assert fid_batches(512, 256) == [slice(0, 256), slice(256, 512)]
+    assert fid_batches(513, 256) == [slice(0, 256), slice(256, 512), slice(512, 513)]
 
 
 def test_classifier_is_cached_versioned_safe_to_load_and_not_retrained(monkeypatch):

@@ -1,0 +1,347 @@
+"""Training on several processes with ``ignite.distributed``: ``--nproc-per-node N`` or ``torchrun``.
+
+    python scripts/atari_gan.py --nproc-per-node 2 ...               # spawned here through idist.Parallel
+    torchrun --standalone --nproc-per-node 2 scripts/atari_gan.py ...  # torchrun's processes join the same way
+
+Every rank runs the same task function; the rules that keep N processes in step:
+
+- ``--batch-size`` is the global batch, split evenly over the ranks (as ``idist.auto_dataloader`` does);
+- each rank draws its own data and noise from its own seed (``rank_seed``); DDP keeps the weights equal;
+- the numbers a process function reports are averaged over the ranks, so every rank logs, stops on NaN and
+  judges an evaluation alike;
+- rank 0 owns the run directory: it writes config, logs, TensorBoard, sample sheets and checkpoints; a checkpoint
+  holds every rank's data-stream and RNG state (``PerRank``), and a resume gives each rank its own back;
+- a decision taken on one rank (a signal that reached one process, a failed write) is taken by all at the same
+  point (``handlers.stop.GracefulStop``, ``agree``), because a rank that stopped alone would leave the others waiting
+  in a collective.
+
+With one process none of this changes anything: no wrapper, no collective, the checkpoint layout of a plain run.
+"""
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType, SimpleNamespace
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+
+from runner.errors import EXIT_USER_ERROR, UserError, quiet_engine_error_logs
+from runner.rundir import RunDirectory
+
+
+class RankStopped(UserError):
+    """Another rank failed; its message is shown there."""
+
+
+class ProcessFailed(UserError):
+    """A training process died (killed, out of memory): the run stopped, its checkpoints are kept."""
+
+    exit_code = 1
+
+
+def under_torchrun() -> bool:
+    """Started by torchrun (or any launcher that sets the ``torch.distributed`` environment) with several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ
+
+
+def world_size() -> int:
+    return idist.get_world_size()
+
+
+def is_main_process() -> bool:
+    return idist.get_rank() == 0
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, which a container or ``taskset`` may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def rank_seed(seed: int) -> int:
+    """This rank's seed: ``seed`` itself on rank 0 (a one-process run is unchanged), a derived one elsewhere."""
+    rank = idist.get_rank()
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def rank_batch_size(batch_size: int) -> int:
+    """This rank's share of the global batch."""
+    ranks = world_size()
+    if batch_size % ranks:
+        raise UserError(f"--batch-size {batch_size}: must divide evenly over {ranks} processes")
+    return batch_size // ranks
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """On CUDA each rank of a node takes its own GPU."""
+    if device.type != "cuda" or world_size() == 1:
+        return device
+    local = torch.device("cuda", idist.get_local_rank())
+    torch.cuda.set_device(local)
+    return local
+
+
+def wrap_model(module: torch.nn.Module) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``module`` when there are several ranks (``idist.auto_model``), else
+    ``module``. The module must already be on this rank's device; DDP copies rank 0's weights to every rank."""
+    if world_size() == 1:
+        return module
+    return idist.auto_model(module, sync_bn=False)
+
+
+def agree(error: UserError | None) -> None:
+    """A point all ranks pass together: if any rank failed (``error``), every rank stops here. The failing rank's
+    message is the one shown; the others stop quietly rather than wait for it in a collective that never comes."""
+    if world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    failed = idist.all_reduce(torch.tensor([0.0 if error is None else 1.0]), op="MAX")
+    if error is not None:
+        raise error
+    if failed.item():
+        raise RankStopped("another process of the run failed")
+
+
+@contextmanager
+def open_run_directory(path: Path, continuing: bool) -> Iterator[RunDirectory]:
+    """``RunDirectory.open`` on rank 0, which owns the folder (its lock, its files); the other ranks get its paths,
+    once rank 0 has opened it, and stop with it if it could not."""
+    run, error = None, None
+    if is_main_process():
+        try:
+            run = RunDirectory.open(path, continuing=continuing)
+        except UserError as refused:
+            error = refused
+    agree(error)
+    run = run or RunDirectory(Path(path), lock_fd=-1)
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+class PerRank:
+    """An object with ``state_dict``/``load_state_dict`` (a data stream, the RNGs) whose state differs per rank.
+
+    Saved, it holds every rank's state (``{"ranks": [...]}``, gathered on every rank: a checkpoint is written by
+    rank 0); loaded, each rank takes its own. ``per_rank`` wraps only when there are several ranks, so one-process
+    checkpoints keep their layout.
+    """
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ranks": gather_objects(self.obj.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = len(state["ranks"]) if isinstance(state, dict) and "ranks" in state else 1
+        if saved != world_size():
+            raise UserError(
+                f"the checkpoint was written by {saved} process(es), this run has {world_size()}; "
+                f"resume it with --nproc-per-node {saved}"
+            )
+        self.obj.load_state_dict(state["ranks"][idist.get_rank()])
+
+
+def per_rank(obj: Any) -> Any:
+    return PerRank(obj) if world_size() > 1 else obj
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (our own processes' states: tensors, numbers, bytes, dicts)."""
+    gathered: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def checked_world(settings: Any, checkpoint: Any) -> int:
+    """The number of processes this launch trains with, refused when a checkpoint was written by another number."""
+    wanted = int(os.environ["WORLD_SIZE"]) if under_torchrun() else settings.nproc_per_node
+    if checkpoint is not None:
+        saved = checkpoint[1]["settings"].get("nproc_per_node", 1)
+        if saved != wanted:
+            how = f"torchrun --nproc-per-node {saved}" if under_torchrun() else f"--nproc-per-node {saved}"
+            raise UserError(f"{checkpoint[0]} was written by {saved} process(es); resume it with {how}")
+    if under_torchrun() and settings.nproc_per_node not in (1, wanted):
+        raise UserError(f"--nproc-per-node {settings.nproc_per_node}: under torchrun, torchrun's own flag decides")
+    return wanted
+
+
+def check_split(settings: Any, ranks: int) -> None:
+    """What each rank checks for itself, checked once before any process starts (one line, not one per rank)."""
+    if settings.batch_size % ranks:
+        raise UserError(f"--batch-size {settings.batch_size}: must divide evenly over {ranks} processes")
+    if getattr(settings, "fid_samples", 2 * ranks) < 2 * ranks and getattr(settings, "eval_every", 0):
+        raise UserError(f"--fid-samples {settings.fid_samples}: at least 2 per process ({ranks} processes)")
+
+
+def run_ranks(train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, prog: str) -> int:
+    """``train(settings, checkpoint).exit_code`` on one process, on ``settings.nproc_per_node`` spawned ones, or
+    as this process's rank of torchrun's. Returns rank 0's exit code."""
+    ranks = checked_world(settings, checkpoint)
+    if ranks == 1:
+        return train(settings, checkpoint).exit_code
+    settings = replace(settings, nproc_per_node=ranks)
+    check_split(settings, ranks)
+    quiet_launcher_logs()
+    if under_torchrun():  # this process is one rank; torchrun gathers the exit codes
+        code = SimpleNamespace(value=0)
+        with idist.Parallel(backend=backend_for(settings.dev)) as parallel:
+            parallel.run(_rank_main, train, settings, checkpoint, prog, code)
+        return code.value
+    if settings.dev.startswith("cuda") and torch.cuda.device_count() < ranks:
+        raise UserError(f"--nproc-per-node {ranks}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    code = multiprocessing.get_context("spawn").Value("i", RANK_ZERO_UNFINISHED)  # shared: rank 0 writes it
+    # Each rank reads the checkpoint itself: tensors handed to a spawned process travel in shared memory, and the
+    # ranks' optimizers would then update one another's states (each Adam step counted once per rank).
+    checkpoint_path = checkpoint[0] if checkpoint is not None else None
+    try:
+        with forwarding_signals(), idist.Parallel(
+            backend=backend_for(settings.dev), nproc_per_node=ranks, start_method="spawn", master_port=free_port()
+        ) as parallel:  # fmt: skip
+            parallel.run(_rank_main, train, settings, checkpoint_path, prog, code)
+    except torch.multiprocessing.ProcessExitedException as error:  # killed: the others were stopped by spawn
+        if code.value != RANK_ZERO_UNFINISHED:  # after rank 0 had finished: the run's outcome stands
+            print(f"{prog}: note: training process {error.error_index} {exit_reason(error.exit_code)} while the "
+                  "processes were shutting down, after the run had ended", file=sys.stderr)  # fmt: skip
+            return code.value
+        raise ProcessFailed(
+            f"training process {error.error_index} {exit_reason(error.exit_code)}; "
+            f"the run's checkpoints are kept: resume with --resume {settings.output_dir}"
+        ) from None
+    return code.value
+
+
+RANK_ZERO_UNFINISHED = -1
+
+
+def exit_reason(exit_code: int) -> str:
+    if exit_code < 0:
+        return f"was killed by {signal.Signals(-exit_code).name}"
+    return f"exited with code {exit_code}"
+
+
+def _rank_main(local_rank: int, train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, prog: str,
+               code: Any) -> None:  # fmt: skip
+    """One rank. A user error is shown once (by the rank that hit it) and every rank returns normally, so that the
+    launcher never tears the others down while rank 0 is still writing; rank 0's exit code travels back.
+    ``checkpoint`` is ``(path, state)`` under torchrun, a path when spawned here (read in this process)."""
+    if not isinstance(code, SimpleNamespace):
+        stop_with_the_launcher()
+    if isinstance(checkpoint, Path):
+        from handlers.checkpoint import load_checkpoint  # (handlers.checkpoint imports this module)
+
+        checkpoint = (checkpoint, load_checkpoint(checkpoint))
+    quiet_launcher_logs()  # a spawned rank is a new interpreter
+    quiet_engine_error_logs()
+    if settings.dev == "cpu":  # N processes share the cores instead of each starting a thread per core
+        torch.set_num_threads(max(1, usable_cores() // idist.get_nproc_per_node()))
+    # torchrun's ranks each made their own default output_dir (a timestamp): rank 0's is the run's.
+    settings = replace(settings, output_dir=idist.broadcast(settings.output_dir, src=0, safe_mode=True))
+    try:
+        exit_code = train(settings, checkpoint).exit_code
+        idist.barrier()  # end together: none tears its process group down while another still writes
+    except RankStopped:
+        exit_code = EXIT_USER_ERROR
+    except UserError as error:  # the same on every rank, but for rank 0's run directory and writes: shown once
+        if is_main_process():
+            print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+        exit_code = error.exit_code
+    except RuntimeError as error:
+        if not peer_lost(error):
+            raise
+        # Another process died mid-collective (killed, or failed and exited): that one's message is the one to read.
+        print(f"{prog}: rank {idist.get_rank()} stopped: another process of the run is gone", file=sys.stderr)
+        if isinstance(code, SimpleNamespace):
+            code.value = 1
+        return  # rank 0 did not finish: the launcher reports the process that is gone
+    if is_main_process() or isinstance(code, SimpleNamespace):  # a torchrun rank has its own
+        code.value = exit_code
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+LAUNCHER_POLL_SECONDS = 0.5
+
+
+def stop_with_the_launcher() -> None:
+    """A spawned rank gets one SIGTERM when the launcher dies (say, ``kill -9``): the ranks then stop together at an
+    iteration boundary with a checkpoint, instead of training on unseen, holding the run directory's lock.
+
+    torch's spawn asks the kernel for a SIGINT on the parent's death instead, but the kernel sends it once per
+    thread of the dying launcher, and a second signal means "stop at once, no checkpoint". A watcher thread sends
+    one signal."""
+    launcher = multiprocessing.parent_process()
+    if launcher is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: nothing to undo
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 0)
+
+    def watch() -> None:
+        while os.getppid() == launcher.pid:
+            time.sleep(LAUNCHER_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def peer_lost(error: RuntimeError) -> bool:
+    """A collective failed because another rank's process went away (gloo and NCCL say so in their messages)."""
+    signs = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+    return any(sign in str(error) for sign in signs)
+
+
+def backend_for(dev: str) -> str:
+    return "nccl" if dev.startswith("cuda") else "gloo"
+
+
+def free_port() -> int:
+    """A port for the ranks' rendezvous on loopback (ignite's fixed default would clash between two runs)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def quiet_launcher_logs() -> None:
+    """ignite's launcher and auto_model log their parameters at INFO on every start, once per rank; the run's own
+    report says what matters."""
+    for name in ("ignite.distributed.launcher.Parallel", "ignite.distributed.auto.auto_model"):
+        logging.getLogger(name).addFilter(lambda record: record.levelno >= logging.WARNING)
+    # "Terminating process N via signal SIGTERM": the launcher's own line says which process failed and why.
+    logging.getLogger("torch.multiprocessing.spawn").addFilter(lambda record: "Terminating process" not in record.msg)
+
+
+class forwarding_signals:  # noqa: N801 (a context manager, named as one)
+    """For the block: Ctrl-C ignored here (it reaches the ranks too: they stop together at an iteration boundary
+    and rank 0 writes the checkpoint), and a SIGTERM sent to this process passed on to the ranks."""
+
+    def __enter__(self) -> None:
+        self.previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self._forward),
+        }
+
+    @staticmethod
+    def _forward(signum: int, _: FrameType | None) -> None:
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
