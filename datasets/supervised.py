@@ -17,6 +17,7 @@ split's mean and std (regression targets keep their units), so a model sees the 
 
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from torchvision import transforms
 
 from datasets import cache_dir
 from datasets.atari import labelled_frames
+from datasets.safe_pickle import check_joblib_arrays
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -397,7 +399,12 @@ def load_california(data_dir: str | None = None, seed: int = 0, download: bool =
     folder = data_folder(data_dir)
 
     def read(fetch: bool) -> tuple[np.ndarray, np.ndarray]:
-        return fetch_california_housing(data_home=str(folder), download_if_missing=fetch, return_X_y=True)
+        cache = folder / "cal_housing_py3.pkz"
+        if cache.is_file():  # scikit-learn unpickles its cache as it finds it: only arrays may be in it
+            check_joblib_arrays(cache)
+        with warnings.catch_warnings():  # offline, scikit-learn warns at each retry before it raises
+            warnings.simplefilter("ignore")
+            return fetch_california_housing(data_home=str(folder), download_if_missing=fetch, return_X_y=True)
 
     layout = "scikit-learn's cache file cal_housing_py3.pkz"
     features, targets = read_files("california", folder, [folder / "cal_housing_py3.pkz"], layout, download, read)

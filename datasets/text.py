@@ -27,26 +27,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from datasets.safe_pickle import ArraysOnlyUnpickler
+
 SHIPPED_CORPORA = ("coriolanus", "tang_poems")
 # The book's poetry tokens: padding, poem start and poem end. They are dropped: a poem becomes one line of text.
 TANG_MARKERS = ("</s>", "<START>", "<EOP>")
-# Callables a pickled dict-in-an-object-array needs, taken from numpy's own pickles so that numpy 1.x
-# ("numpy.core.multiarray") and 2.x ("numpy._core.multiarray") files both load.
-_RECONSTRUCT = np.empty(0).__reduce__()[0]
-_SCALAR = np.float64(0).__reduce__()[0]
-NUMPY_PICKLE_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "scalar"): _SCALAR,
-    ("numpy.core.multiarray", "scalar"): _SCALAR,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
 
 
 @dataclass(frozen=True)
@@ -173,16 +162,6 @@ def _read_numeric_array(archive: zipfile.ZipFile, member: str, path: Path) -> np
     return array
 
 
-class _ObjectArrayUnpickler(pickle.Unpickler):
-    """Builds numpy object arrays of plain Python values, and nothing else: every other global is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        allowed = NUMPY_PICKLE_GLOBALS.get((module, name))
-        if allowed is None:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays of plain values load")
-        return allowed
-
-
 def _read_pickled_dict(archive: zipfile.ZipFile, member: str, path: Path) -> dict:
     with archive.open(member) as file:
         stream = io.BytesIO(file.read())
@@ -194,7 +173,7 @@ def _read_pickled_dict(archive: zipfile.ZipFile, member: str, path: Path) -> dic
         _, _, dtype = read_header[version](stream)
         if dtype != np.dtype(object):
             raise ValueError(f"expected a pickled dict, found a {dtype} array")
-        array = _ObjectArrayUnpickler(stream).load()
+        array = ArraysOnlyUnpickler(stream).load()
     except (ValueError, pickle.UnpicklingError, EOFError, TypeError, AttributeError) as error:
         raise ValueError(f"{path}: {member}: {error}") from None
     if not (isinstance(array, np.ndarray) and array.shape == () and isinstance(array.item(), dict)):

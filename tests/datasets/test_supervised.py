@@ -274,6 +274,24 @@ def test_california_reads_scikit_learns_cache(tmp_path):
     assert train_y.min() >= 0.15 and train_y.max() <= 5.0  # in 100,000 $, not standardised
 
 
+class RunsCode:
+    """Unpickled, it would run a shell command: what a file from elsewhere may hold instead of arrays."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_california_cache_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+    joblib.dump({"table": np.zeros((4, 9)), "payload": RunsCode(marker)}, tmp_path / "cal_housing_py3.pkz", compress=6)
+    with pytest.raises(ValueError, match="refused to load posix.system"):
+        load_dataset("california", str(tmp_path), seed=0, download=False)
+    assert not marker.exists()
+
+
 def test_california_with_a_broken_cache_is_a_clear_error(tmp_path):
     (tmp_path / "cal_housing_py3.pkz").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="california: cannot read the files in"):
