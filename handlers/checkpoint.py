@@ -26,7 +26,7 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping
 from ignite.metrics import Metric
 
 from runner.distributed import agree, per_rank
@@ -220,7 +220,11 @@ class ExactResume:
         self._saved_iteration = iteration
 
     def load(self, checkpoint: Mapping[str, Any]) -> None:
-        objects = {name: obj for name, obj in self.to_save.items() if name in checkpoint or name not in self.optional}
+        # A best-score checkpointer or early stopping that the checkpoint lacks was turned on at this resume
+        # (--eval-every, --patience): it starts fresh.
+        judges = {name for name, obj in self.to_save.items() if isinstance(obj, Checkpoint | EarlyStopping)}
+        optional = self.optional | judges
+        objects = {name: obj for name, obj in self.to_save.items() if name in checkpoint or name not in optional}
         Checkpoint.load_objects({**objects, "checkpointer": self.checkpoint}, dict(checkpoint))
         self._saved_iteration = int(checkpoint["trainer"]["iteration"])
         self._metric_states = {name: checkpoint[name] for name, obj in self.to_save.items() if isinstance(obj, Metric)}

@@ -39,6 +39,15 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
     assert all(torch.isfinite(value).all() for value in state["generator"].values() if value.is_floating_point())
 
 
+def test_evaluations_and_early_stopping_can_be_turned_on_at_a_resume(tmp_path, tiny_settings):
+    first = tiny_settings(tmp_path / "run", max_iters=5, eval_every=0)
+    assert task.train(first).exit_code == 0
+    path, state = find_checkpoint(tmp_path / "run")
+    settings = tiny_settings(tmp_path / "run", max_iters=10, eval_every=5, patience=3)
+    result = task.train(settings, (path, state))
+    assert result.exit_code == 0 and result.iteration == 10 and result.best_fid is not None
+
+
 def test_resume_into_a_new_directory_starts_a_new_run_folder(tmp_path, tiny_settings):
     first = tiny_settings(tmp_path / "first", max_iters=10)
     assert task.train(first).exit_code == 0
