@@ -4,6 +4,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,28 @@ def start_launcher(*args: str, script: Path = LAUNCHER) -> subprocess.Popen:
         cwd=REPO,
         env=env,
     )
+
+
+LOSSES = ("loss_gen", "loss_dis", "avg_loss_gen", "avg_loss_dis")  # what a GAN run's records are compared on
+
+
+def losses(run_dir: Path, iterations) -> dict[int, tuple]:
+    """A GAN run's losses and their running averages at ``iterations`` (a resumed run's later record counts)."""
+    from handlers.metrics_log import records_by_iteration
+
+    records = records_by_iteration(run_dir / "metrics.jsonl")
+    return {i: tuple(records[i][key] for key in LOSSES) for i in iterations}
+
+
+def wait_for_iteration(run_dir: Path, iteration: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the run started as ``process`` has logged ``iteration`` (its stderr is shown if it ends first)."""
+    from handlers.metrics_log import read_records
+
+    deadline = time.monotonic() + timeout
+    while not any(r.get("iteration", 0) >= iteration for r in read_records(run_dir / "metrics.jsonl")):
+        assert process.poll() is None, process.stderr.read() if process.stderr else "the run ended"
+        assert time.monotonic() < deadline, f"iteration {iteration} not reached"
+        time.sleep(0.005)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

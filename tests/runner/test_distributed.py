@@ -14,19 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_launcher, start_launcher
+from conftest import REPO, TINY, losses, run_launcher, start_launcher, wait_for_iteration
 from handlers.checkpoint import checkpoint_files
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.distributed import PerRank, checked_world, rank_seed
 from runner.errors import UserError
 
 TWO = [*TINY, "--seed", "1", "--log-every", "1", "--nproc-per-node", "2", "--eval-every", "4"]
-LOSSES = ("loss_gen", "loss_dis", "avg_loss_gen", "avg_loss_dis")
-
-
-def losses(run_dir: Path, iterations) -> dict[int, tuple]:
-    records = records_by_iteration(run_dir / "metrics.jsonl")
-    return {i: tuple(records[i][key] for key in LOSSES) for i in iterations}
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +71,6 @@ def test_torchrun_runs_the_same_training_as_nproc_per_node(two_process_run, tmp_
                             text=True, timeout=180, cwd=REPO, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert losses(run_dir, range(1, 9)) == losses(two_process_run, range(1, 9))
-
-
-def wait_for_iteration(run_dir: Path, iteration: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(r.get("iteration", 0) >= iteration for r in read_records(run_dir / "metrics.jsonl")):
-        assert time.monotonic() < deadline and process.poll() is None, "the run ended before the kill"
-        time.sleep(0.01)
 
 
 def test_a_killed_rank_stops_the_run_in_one_line_and_a_resume_continues_exactly(two_process_run, tmp_path):

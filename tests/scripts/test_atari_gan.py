@@ -10,14 +10,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY, run_launcher, start_launcher, tree_digest
+from conftest import TINY, losses, run_launcher, start_launcher, tree_digest, wait_for_iteration
 from handlers.checkpoint import checkpoint_files
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.atari_gan import AtariGanSettings, train
 from runner.cli import launch
 
 SEEDED = [*TINY, "--seed", "1", "--log-every", "1"]
-LOSSES = ("loss_gen", "loss_dis", "avg_loss_gen", "avg_loss_dis")
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +26,6 @@ def reference_run(tmp_path_factory) -> Path:
     result = run_launcher(*SEEDED, "--max-iters", "30", "--checkpoint-every", "15", "--output-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     return run_dir
-
-
-def losses(run_dir: Path, iterations) -> dict[int, tuple]:
-    records = records_by_iteration(run_dir / "metrics.jsonl")
-    return {i: tuple(records[i][key] for key in LOSSES) for i in iterations}
 
 
 def test_run_writes_every_output_of_a_run_directory(reference_run):
@@ -73,17 +67,6 @@ def test_stopped_at_15_and_resumed_to_30_logs_identical_losses(reference_run, tm
     assert {"resumed_from": 15, "checkpoint": str(run_dir / "checkpoints" / "checkpoint_15.pt")} in read_records(
         run_dir / "metrics.jsonl"
     )
-
-
-def wait_for_iteration(run_dir: Path, iteration: int, process, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    metrics = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline:
-        if metrics.exists() and any(r.get("iteration", 0) >= iteration for r in read_records(metrics)):
-            return
-        assert process.poll() is None, process.stderr.read()
-        time.sleep(0.005)
-    raise AssertionError(f"iteration {iteration} not reached")
 
 
 def test_killed_at_random_moments_and_resumed_ends_with_the_uninterrupted_numbers(reference_run, tmp_path):
