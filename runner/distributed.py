@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType, SimpleNamespace
+from types import FrameType
 from typing import Any
 
 import ignite.distributed as idist
@@ -101,7 +101,10 @@ def wrap_model(module: torch.nn.Module) -> torch.nn.Module:
     ``module``. The module must already be on this rank's device; DDP copies rank 0's weights to every rank."""
     if world_size() == 1:
         return module
-    return idist.auto_model(module, sync_bn=False)
+    # find_unused_parameters keeps DDP from re-ordering its gradient buckets after the first backward, which it
+    # does once per process: a resumed process would reduce its first step in another bucket order than the
+    # uninterrupted run, and with 3 or more ranks a float sum in another order is another number.
+    return idist.auto_model(module, sync_bn=False, find_unused_parameters=True)
 
 
 def agree(error: UserError | None) -> None:
@@ -194,21 +197,24 @@ def check_split(settings: Any, ranks: int) -> None:
 
 def run_ranks(train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, prog: str) -> int:
     """``train(settings, checkpoint).exit_code`` on one process, on ``settings.nproc_per_node`` spawned ones, or
-    as this process's rank of torchrun's. Returns rank 0's exit code."""
+    as this process's rank of torchrun's. Returns the run's exit code; a rank's user error is raised here, once."""
     ranks = checked_world(settings, checkpoint)
     if ranks == 1:
         return train(settings, checkpoint).exit_code
     settings = replace(settings, nproc_per_node=ranks)
     check_split(settings, ranks)
     quiet_launcher_logs()
+    # DDP's C++ side warns that find_unused_parameters found none (wrap_model says why it is on); the spawned ranks
+    # read this when torch loads. (torchrun's ranks have loaded torch by now: there it warns once per rank.)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     if under_torchrun():  # this process is one rank; torchrun gathers the exit codes
-        code = SimpleNamespace(value=0)
+        report = OwnOutcome(prog)
         with idist.Parallel(backend=backend_for(settings.dev)) as parallel:
-            parallel.run(_rank_main, train, settings, checkpoint, prog, code)
-        return code.value
+            parallel.run(_rank_main, train, settings, checkpoint, prog, report)
+        return report.exit_code
     if settings.dev.startswith("cuda") and torch.cuda.device_count() < ranks:
         raise UserError(f"--nproc-per-node {ranks}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    code = multiprocessing.get_context("spawn").Value("i", RANK_ZERO_UNFINISHED)  # shared: rank 0 writes it
+    outcomes = multiprocessing.get_context("spawn").SimpleQueue()  # each rank puts (rank, exit code, message)
     # Each rank reads the checkpoint itself: tensors handed to a spawned process travel in shared memory, and the
     # ranks' optimizers would then update one another's states (each Adam step counted once per rank).
     checkpoint_path = checkpoint[0] if checkpoint is not None else None
@@ -216,20 +222,58 @@ def run_ranks(train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, 
         with forwarding_signals(), idist.Parallel(
             backend=backend_for(settings.dev), nproc_per_node=ranks, start_method="spawn", master_port=free_port()
         ) as parallel:  # fmt: skip
-            parallel.run(_rank_main, train, settings, checkpoint_path, prog, code)
-    except torch.multiprocessing.ProcessExitedException as error:  # killed: the others were stopped by spawn
-        if code.value != RANK_ZERO_UNFINISHED:  # after rank 0 had finished: the run's outcome stands
+            parallel.run(_rank_main, train, settings, checkpoint_path, prog, outcomes)
+    except torch.multiprocessing.ProcessExitedException as error:  # killed: spawn stopped the others
+        reported = drain(outcomes)
+        if reported.get(0, (None, None))[0] is not None and reported[0][1] is None:  # rank 0 had finished
             print(f"{prog}: note: training process {error.error_index} {exit_reason(error.exit_code)} while the "
                   "processes were shutting down, after the run had ended", file=sys.stderr)  # fmt: skip
-            return code.value
+            return reported[0][0]
         raise ProcessFailed(
             f"training process {error.error_index} {exit_reason(error.exit_code)}; "
             f"the run's checkpoints are kept: resume with --resume {settings.output_dir}"
         ) from None
-    return code.value
+    return run_outcome(drain(outcomes))
 
 
-RANK_ZERO_UNFINISHED = -1
+def drain(outcomes: Any) -> dict[int, tuple[int | None, str | None]]:
+    reported = {}
+    while not outcomes.empty():
+        rank, exit_code, message = outcomes.get()
+        reported[rank] = (exit_code, message)
+    return reported
+
+
+def run_outcome(reported: dict[int, tuple[int | None, str | None]]) -> int:
+    """The run's exit code from its ranks' reports; the first rank's message (rank 0's if it has one) is raised."""
+    for rank in sorted(reported):
+        exit_code, message = reported[rank]
+        if message == INTERRUPTED:
+            raise KeyboardInterrupt
+        if message is not None:
+            error = UserError(message)
+            error.exit_code = exit_code
+            raise error
+    if reported.get(0, (None, None))[0] is None:
+        raise ProcessFailed("the training processes stopped without a result (see the lines above)")
+    return reported[0][0]
+
+
+class OwnOutcome:
+    """A torchrun rank's report: its own exit code, its message printed here (torchrun gathers the processes)."""
+
+    def __init__(self, prog: str):
+        self.prog, self.exit_code = prog, 1
+
+    def put(self, outcome: tuple[int, int | None, str | None]) -> None:
+        rank, exit_code, message = outcome
+        self.exit_code = 1 if exit_code is None else exit_code
+        if message is not None:
+            where = f" (rank {rank})" if rank else ""
+            print(f"{self.prog}: error{where}: {message}", file=sys.stderr, flush=True)
+
+
+INTERRUPTED = "interrupted"  # a second Ctrl-C: stopped at once, the last checkpoint written is kept
 
 
 def exit_reason(exit_code: int) -> str:
@@ -239,41 +283,38 @@ def exit_reason(exit_code: int) -> str:
 
 
 def _rank_main(local_rank: int, train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, prog: str,
-               code: Any) -> None:  # fmt: skip
-    """One rank. A user error is shown once (by the rank that hit it) and every rank returns normally, so that the
-    launcher never tears the others down while rank 0 is still writing; rank 0's exit code travels back.
+               outcomes: Any) -> None:  # fmt: skip
+    """One rank. It reports ``(rank, exit code, message)`` to ``outcomes`` and returns normally whatever happens,
+    so that the launcher never tears the others down while rank 0 is still writing, and shows one message.
     ``checkpoint`` is ``(path, state)`` under torchrun, a path when spawned here (read in this process)."""
-    if not isinstance(code, SimpleNamespace):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignores Ctrl-C; its ranks must not
+    if not isinstance(outcomes, OwnOutcome):
         stop_with_the_launcher()
-    if isinstance(checkpoint, Path):
-        from handlers.checkpoint import load_checkpoint  # (handlers.checkpoint imports this module)
-
-        checkpoint = (checkpoint, load_checkpoint(checkpoint))
     quiet_launcher_logs()  # a spawned rank is a new interpreter
     quiet_engine_error_logs()
-    if settings.dev == "cpu":  # N processes share the cores instead of each starting a thread per core
-        torch.set_num_threads(max(1, usable_cores() // idist.get_nproc_per_node()))
-    # torchrun's ranks each made their own default output_dir (a timestamp): rank 0's is the run's.
-    settings = replace(settings, output_dir=idist.broadcast(settings.output_dir, src=0, safe_mode=True))
+    exit_code, message = None, None  # None: no result (another process went away first)
     try:
+        if isinstance(checkpoint, Path):
+            from handlers.checkpoint import load_checkpoint  # (handlers.checkpoint imports this module)
+
+            checkpoint = (checkpoint, load_checkpoint(checkpoint))
+        if settings.dev == "cpu":  # N processes share the cores instead of each starting a thread per core
+            torch.set_num_threads(max(1, usable_cores() // idist.get_nproc_per_node()))
+        # torchrun's ranks each made their own default output_dir (a timestamp): rank 0's is the run's.
+        settings = replace(settings, output_dir=idist.broadcast(settings.output_dir, src=0, safe_mode=True))
         exit_code = train(settings, checkpoint).exit_code
         idist.barrier()  # end together: none tears its process group down while another still writes
-    except RankStopped:
+    except RankStopped:  # another rank failed and says why
         exit_code = EXIT_USER_ERROR
-    except UserError as error:  # the same on every rank, but for rank 0's run directory and writes: shown once
-        if is_main_process():
-            print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
-        exit_code = error.exit_code
+    except UserError as error:
+        exit_code, message = error.exit_code, str(error)
+    except KeyboardInterrupt:
+        exit_code, message = 130, INTERRUPTED
     except RuntimeError as error:
         if not peer_lost(error):
             raise
-        # Another process died mid-collective (killed, or failed and exited): that one's message is the one to read.
-        print(f"{prog}: rank {idist.get_rank()} stopped: another process of the run is gone", file=sys.stderr)
-        if isinstance(code, SimpleNamespace):
-            code.value = 1
-        return  # rank 0 did not finish: the launcher reports the process that is gone
-    if is_main_process() or isinstance(code, SimpleNamespace):  # a torchrun rank has its own
-        code.value = exit_code
+        # Another process died mid-collective (killed, or failed and exited): its report is the one to read.
+    outcomes.put((idist.get_rank(), exit_code, message))
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -49,6 +49,21 @@ def write_atomically(path: str | Path, data: bytes | memoryview) -> None:
         except OSError:
             temporary.unlink(missing_ok=True)
             raise
+        sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """The rename itself to disk: without it a power cut may bring back the folder as it was before."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a folder that cannot be opened for reading (some platforms): the rename stands, unsynced
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # not every file system syncs folders
+    finally:
+        os.close(descriptor)
 
 
 def save_atomically(obj: Any, path: str | Path) -> None:

@@ -76,6 +76,15 @@ DRIVER_INSTALLS = {
 }
 
 
+# A worker that freezes or loses its network while it holds the study's lock (a session lock) must not stop the
+# others for the hours a default TCP timeout takes: the server probes each idle connection after 30 s and drops it
+# (and with it the lock) after three unanswered probes; the client does the same for a server that went away.
+KEEPALIVE = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+POSTGRES_KEEPALIVES = {
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3, "options": KEEPALIVE,
+}  # fmt: skip
+
+
 def open_storage(spec: str, output_dir: Path) -> optuna.storages.BaseStorage:
     """``''`` -> SQLite in the output folder; ``*.journal`` -> a journal file; ``dialect://...`` -> an RDB URL."""
     if not spec:
@@ -87,7 +96,8 @@ def open_storage(spec: str, output_dir: Path) -> optuna.storages.BaseStorage:
         if "://" in spec:
             if spec.startswith("sqlite:///"):
                 Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.RDBStorage(spec)
+            engine = {"connect_args": POSTGRES_KEEPALIVES} if spec.startswith("postgresql") else None
+            return optuna.storages.RDBStorage(spec, engine_kwargs=engine)
     except ImportError as error:  # Optuna's message names no module; the driver's ImportError, its cause, does
         module = getattr(error.__cause__, "name", None) or error.name or f"a driver for {spec.split(':')[0]}"
         install = DRIVER_INSTALLS.get(module, f"pip install {module}")
@@ -111,9 +121,14 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str, 
         raise UserError(f"study {name!r}: {error}") from None
     if study.direction.name.lower() != direction:
         raise UserError(f"study {name!r} exists and is to {study.direction.name.lower()}, this task must {direction}")
-    # Seeded, but not identical after a restart: a re-run must not replay the first trial's suggestions.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    reseed(study, seed, len(study.get_trials(deepcopy=False)))
     return study
+
+
+def reseed(study: optuna.Study, seed: int, trials_so_far: int) -> None:
+    """A sampler seeded by the study's size: each new trial draws from its own seed, so workers asking side by
+    side suggest different values, a re-run does not replay the first trial's, and a sweep is repeatable."""
+    study.sampler = optuna.samplers.TPESampler(seed=seed + trials_so_far)
 
 
 def process_alive(pid: int) -> bool:
@@ -126,14 +141,40 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def first_line(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def this_machine() -> dict[str, Any]:
+    """Who runs a trial: the host (its name and systemd machine id, so that two machines sharing a name are told
+    apart), its boot (a process of an earlier boot is gone) and the pid namespace (a container's pids are its own)."""
+    try:
+        pid_namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pid_namespace = 0
+    return {
+        "host": socket.gethostname(),
+        "machine_id": first_line("/etc/machine-id"),
+        "boot": first_line("/proc/sys/kernel/random/boot_id"),
+        "pid_namespace": pid_namespace,
+    }
+
+
 def is_orphaned(trial: optuna.trial.FrozenTrial) -> bool:
-    """A RUNNING trial started on this machine whose process is gone."""
-    host, pid = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
-    return (
-        trial.state == TrialState.RUNNING
-        and host == socket.gethostname()
-        and pid is not None
-        and not process_alive(pid)
+    """A RUNNING trial started on this machine whose process is gone: the machine rebooted since, or the pid is
+    dead in this same pid namespace. (A trial of another container on this host, or of another machine, is not.)"""
+    attrs, here = trial.user_attrs, this_machine()
+    if trial.state != TrialState.RUNNING or attrs.get("pid") is None:
+        return False
+    if attrs.get("host") != here["host"] or attrs.get("machine_id", here["machine_id"]) != here["machine_id"]:
+        return False
+    if attrs.get("boot", here["boot"]) != here["boot"]:
+        return True
+    return attrs.get("pid_namespace", here["pid_namespace"]) == here["pid_namespace"] and not process_alive(
+        attrs["pid"]
     )
 
 
@@ -188,12 +229,12 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str, output_dir
 
 
 def claim(study: optuna.Study, trial: optuna.trial.Trial) -> None:
-    study._storage.set_trial_user_attr(trial._trial_id, "host", socket.gethostname())
-    study._storage.set_trial_user_attr(trial._trial_id, "pid", os.getpid())
+    for key, value in {**this_machine(), "pid": os.getpid()}.items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def next_trial(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int, output_dir: Path
+    study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int, output_dir: Path, seed: int = 0
 ) -> optuna.trial.Trial | None:
     """The trial this worker runs next: an orphan to adopt, a new one, or None when the study has enough."""
     with study_lock(storage, study.study_name, output_dir):
@@ -207,6 +248,7 @@ def next_trial(
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if finished + running >= n_trials:
             return None
+        reseed(study, seed, len(trials))
         trial = study.ask()
         claim(study, trial)
         return trial
@@ -266,7 +308,7 @@ def worker(task_name: str, storage_spec: str, study_name: str, seed: int, n_tria
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_spec, output_dir)
     study = open_study(storage, study_name, task.direction, seed)
-    while (trial := next_trial(study, storage, n_trials, output_dir)) is not None:
+    while (trial := next_trial(study, storage, n_trials, output_dir, seed)) is not None:
         code = run_trial(task, trial, base, output_dir)
         if code is not None:
             return code

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, losses, run_launcher, start_launcher, wait_for_iteration
+from conftest import REPO, TINY, losses, run_launcher, start_launcher, wait_for_iteration, write_images
 from handlers.checkpoint import checkpoint_files
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.distributed import PerRank, checked_world, rank_seed
@@ -164,3 +164,20 @@ def test_a_batch_that_does_not_split_over_the_processes_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "atari_gan.py: error: --batch-size 4: must divide evenly over 3 processes"
     assert not (tmp_path / "B").exists()
+
+
+def test_an_error_on_another_rank_than_zero_is_shown_once(tmp_path):
+    """An unreadable image in rank 1's share of the first batch: rank 1 fails alone, its line is the one shown."""
+    from datasets.images import ImageBatches, ImageFiles
+
+    folder = write_images(tmp_path / "faces", 8, nested=False)
+    dataset = ImageFiles(folder, 16)
+    rank_one_first = ImageBatches(dataset, batch_size=4, seed=0, shard=(1, 2)).epoch_order(0)[0][0]
+    broken = dataset.files[rank_one_first]
+    broken.write_bytes(b"\xff\xd8 not an image")
+    args = ["train", "--data-dir", str(folder), "--image-size", "16", "--filters", "4", "--latent-size", "8"]
+    args += ["--batch-size", "4", "--nproc-per-node", "2", "--max-iters", "4", "--output-dir", str(tmp_path / "G")]
+    result = run_launcher(*args, script=REPO / "scripts" / "image_gan.py")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and f"{broken}: not a readable image" in errors[0], errors
