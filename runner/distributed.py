@@ -11,9 +11,9 @@ Every rank runs the same task function; the rules that keep N processes in step:
   judges an evaluation alike;
 - rank 0 owns the run directory: it writes config, logs, TensorBoard, sample sheets and checkpoints; a checkpoint
   holds every rank's data-stream and RNG state (``PerRank``), and a resume gives each rank its own back;
-- a decision taken on one rank (a signal that reached one process, a failed checkpoint write) is taken by all at the same
-  point (``handlers.stop.GracefulStop``, ``agree``), because a rank that stopped alone would leave the others waiting
-  in a collective.
+- a decision taken on one rank (a signal that reached one process, a failed checkpoint write) is taken by all at
+  the same point (``handlers.stop.GracefulStop``, ``agree``), because a rank that stopped alone would leave the
+  others waiting in a collective.
 
 With one process none of this changes anything: no wrapper, no collective, the checkpoint layout of a plain run.
 """
