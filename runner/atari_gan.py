@@ -23,8 +23,8 @@ from handlers.metrics_log import records_by_iteration
 from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.atari_fid import load_frame_classifier
-from runner.distributed import rank_batch_size, rank_seed, world_size
-from runner.errors import UserError, say
+from runner.distributed import rank_batch_size, rank_seed
+from runner.errors import say
 from runner.gan_run import GanRunSettings, GanTask, RunContext, build_gan, gan_step_of, train_gan, use_producer
 from runner.settings import at_least_two, non_negative, positive, setting
 
@@ -105,8 +105,6 @@ def attach_fid_evaluation(settings: AtariGanSettings, context: RunContext) -> tu
     Returns the evaluator (for more handlers, e.g. pruning) and the objects whose state a checkpoint must hold.
     """
     trainer, gan, run, device = context.trainer, context.gan, context.run, context.device
-    if settings.fid_samples < 2 * world_size():
-        raise UserError(f"--fid-samples {settings.fid_samples}: at least 2 per process ({world_size()} processes)")
     # The classifier and the real frames take seconds to make: a run pays for them at its first evaluation.
     features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=say)[0].to(device))
     real = functools.partial(

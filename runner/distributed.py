@@ -80,11 +80,9 @@ def rank_seed(seed: int) -> int:
 
 
 def rank_batch_size(batch_size: int) -> int:
-    """This rank's share of the global batch."""
-    ranks = world_size()
-    if batch_size % ranks:
-        raise UserError(f"--batch-size {batch_size}: must divide evenly over {ranks} processes")
-    return batch_size // ranks
+    """This rank's share of the global batch (``check_split`` refused a batch that does not divide, before the
+    ranks started)."""
+    return batch_size // world_size()
 
 
 def rank_device(device: torch.device) -> torch.device:

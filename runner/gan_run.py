@@ -241,7 +241,8 @@ def run_in_directory(
         # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
         averages = attach_running_averages(trainer, ["loss_gen", "loss_dis"])
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())  # losses are the ranks' average
-        tb_logger, metrics_log = attach_reporting(trainer, settings, gan, run, resumed_at) if main else (None, None)
+        reporting = attach_reporting(trainer, settings, gan, run, resumed_at, device) if main else (None, None)
+        tb_logger, metrics_log = reporting
         quality_state = {}
         if task.attach_quality is not None:
             quality_state = task.attach_quality(RunContext(trainer, gan, run, metrics_log, tb_logger, device))
@@ -271,20 +272,16 @@ def run_in_directory(
 
 
 def attach_reporting(
-    trainer: Engine, settings: GanRunSettings, gan: Gan, run: RunDirectory, resumed_at: int | None
+    trainer: Engine, settings: GanRunSettings, gan: Gan, run: RunDirectory, resumed_at: int | None, device: torch.device
 ) -> tuple[TensorboardLogger, MetricsLog]:
     """What the user watches (rank 0's): throughput, TensorBoard, ``metrics.jsonl``, sample sheets, progress."""
     Throughput(settings.log_every, settings.batch_size).attach(trainer)
     tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
     metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
-    noise = fixed_noise(settings, trainer_device(gan))
+    noise = fixed_noise(settings, device)
     SampleSheets(gan.generator, noise, run.samples, settings.image_every, tb_logger).attach(trainer)
     attach_progress(trainer, settings.log_every, ["avg_loss_gen", "avg_loss_dis", "iters_per_sec"])
     return tb_logger, metrics_log
-
-
-def trainer_device(gan: Gan) -> torch.device:
-    return next(gan.generator.parameters()).device
 
 
 def report_end(

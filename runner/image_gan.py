@@ -20,7 +20,7 @@ from handlers.checkpoint import find_checkpoint
 from handlers.images import image_grid, save_png_atomically
 from models.dcgan import Discriminator, Generator, outer_stage
 from runner.device import resolve_device
-from runner.distributed import is_main_process, rank_batch_size
+from runner.distributed import is_main_process
 from runner.errors import UserError, say
 from runner.gan_run import GanRunSettings, GanTask, train_gan, use_producer
 from runner.settings import from_saved, non_negative, positive, required, setting
@@ -60,7 +60,6 @@ class ImageGanSettings(GanRunSettings):
 
 def make_stream(settings: ImageGanSettings, device: torch.device) -> ImageBatches | Prefetched:
     """Shuffled batches of the folder; with several processes each decodes its share of every batch."""
-    rank_batch_size(settings.batch_size)  # refuses a batch that does not divide over the processes
     try:
         dataset = ImageFiles(settings.data_dir, settings.image_size)
     except ValueError as error:  # its reason begins with the folder
