@@ -17,7 +17,9 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger, TerminateOnNan
 
+from engines.adam import LayoutFreeAdam
 from engines.gan import GanStep, create_gan_trainer
+from engines.gemm_weight_grads import use_gemm_weight_grads
 from handlers import ExactResume, GracefulStop, MetricsLog, SampleSheets, Throughput, attach_progress
 from handlers.checkpoint import output_is_finite, run_dir_of_checkpoint
 from handlers.logging import attach_running_averages, attach_tensorboard
@@ -100,6 +102,10 @@ class GanRunSettings:
         True, "D's real and fake passes as one batched pass (each keeps its own BatchNorm statistics)", resume="free"
     )
     fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
+    gemm_weight_grads: bool = setting(
+        True, "CPU: weight gradients of layers with a 4x4 or smaller map as one matrix product (oneDNN is slow there)",
+        resume="free",
+    )  # fmt: skip
     producer: str = setting(
         "auto", "make batches in a background thread: on, off, or auto (on when training leaves a CPU core free)",
         check=one_of("auto", "on", "off"), resume="free",
@@ -132,6 +138,9 @@ def build_gan(
     if settings.channels_last:
         generator.to(memory_format=torch.channels_last)
         discriminator.to(memory_format=torch.channels_last)
+    if uses_gemm_weight_grads(settings, device):
+        use_gemm_weight_grads(generator)
+        use_gemm_weight_grads(discriminator)
     if settings.compile:
         generator.compile()  # in place: the state_dict keys stay those of an uncompiled run
         discriminator.compile()
@@ -140,9 +149,14 @@ def build_gan(
     return Gan(
         generator,
         discriminator,
-        torch.optim.Adam(generator.parameters(), **adam),
-        torch.optim.Adam(discriminator.parameters(), **adam),
+        LayoutFreeAdam(generator.parameters(), **adam),
+        LayoutFreeAdam(discriminator.parameters(), **adam),
     )
+
+
+def uses_gemm_weight_grads(settings: GanRunSettings, device: torch.device) -> bool:
+    """On CPU only (cuDNN's kernels are fast at small maps), and not under torch.compile, which picks its own."""
+    return settings.gemm_weight_grads and device.type == "cpu" and not settings.compile
 
 
 def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
@@ -154,6 +168,8 @@ def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.de
     switches = [f"{precision} autocast" if precision != "fp32" else "fp32 (no autocast)"]
     names = ("channels_last", "freeze_discriminator", "joint_d_pass", "fused_adam", "keep_heap", "compile")
     switches += [name.replace("_", " ") for name in names if getattr(settings, name)]
+    if uses_gemm_weight_grads(settings, device):
+        switches.append("gemm weight grads")
     if use_producer(settings, device):
         switches.append("background producer")
     return ", ".join(switches)

@@ -93,7 +93,7 @@ def test_the_background_producer_changes_no_number(tmp_path, tiny_settings):
 
 def test_every_fast_path_switch_can_be_turned_off(tmp_path, tiny_settings, capsys):
     book = dict(precision="fp32", channels_last=False, freeze_discriminator=False, joint_d_pass=False, fused_adam=False,
-                keep_heap=False, producer="off")  # fmt: skip
+                gemm_weight_grads=False, keep_heap=False, producer="off")  # fmt: skip
     assert task.train(tiny_settings(tmp_path / "book", max_iters=6, **book)).exit_code == 0
     assert "fast path: fp32 (no autocast)\n" in capsys.readouterr().err
     fast = task.train(tiny_settings(tmp_path / "fast", max_iters=6))

@@ -25,7 +25,16 @@ def reference_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference") / "A"
     result = run_launcher(*SEEDED, "--max-iters", "30", "--checkpoint-every", "15", "--output-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
+    (run_dir.parent / "stderr.txt").write_text(result.stderr)
     return run_dir
+
+
+def test_the_last_lines_are_the_report_and_exit_adds_nothing(reference_run):
+    """The fast exit (runner.errors.exit_without_a_final_collection) still destroys the emulators: their bindings
+    would report leaked objects after the report."""
+    lines = (reference_run.parent / "stderr.txt").read_text().splitlines()
+    assert lines[-3].startswith("finished at iteration 30; checkpoint ")
+    assert lines[-2].startswith("  watch:    tensorboard") and lines[-1].startswith("  continue: python scripts/")
 
 
 def test_run_writes_every_output_of_a_run_directory(reference_run):

@@ -1,0 +1,63 @@
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from engines.adam import LayoutFreeAdam
+from models.dcgan import Discriminator
+
+
+def channels_last_discriminator(seed=0):
+    torch.manual_seed(seed)
+    return Discriminator(image_size=16, filters=4).to(memory_format=torch.channels_last)
+
+
+def train(optimizer_class, steps=4, **adam):
+    model = channels_last_discriminator()
+    optimizer = optimizer_class(model.parameters(), lr=1e-2, betas=(0.5, 0.999), **adam)
+    inputs = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        model(inputs.contiguous(memory_format=torch.channels_last)).square().sum().backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def test_fused_steps_on_channels_last_weights_give_torch_adams_numbers_and_state():
+    model, optimizer = train(LayoutFreeAdam, fused=True)
+    reference_model, reference_optimizer = train(torch.optim.Adam, fused=True)
+    for parameter, reference in zip(model.parameters(), reference_model.parameters(), strict=True):
+        assert torch.equal(parameter, reference) and parameter.stride() == reference.stride()
+    state, reference_state = optimizer.state_dict()["state"], reference_optimizer.state_dict()["state"]
+    for index, moments in state.items():
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(moments[name], reference_state[index][name])
+            assert moments[name].stride() == reference_state[index][name].stride()  # checkpoints keep the layout
+
+
+def test_the_fused_kernel_gets_the_channels_last_tensors_without_copies():
+    def clones_in_one_step(optimizer_class):
+        model, optimizer = train(optimizer_class, steps=1, fused=True)
+        model(torch.randn(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)).sum().backward()
+        with profile(activities=[ProfilerActivity.CPU]) as profiled:
+            optimizer.step()
+        return sum(event.name == "aten::clone" for event in profiled.events())
+
+    assert clones_in_one_step(torch.optim.Adam) > 0  # what this class exists to avoid
+    assert clones_in_one_step(LayoutFreeAdam) == 0
+
+
+def test_a_gradient_in_another_layout_still_gets_the_right_update():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))
+    reference = torch.nn.Parameter(weight.detach().clone())
+    gradient = torch.randn(4, 3, 2, 2)  # contiguous, not channels-last: no shared memory order
+    optimizers = [LayoutFreeAdam([weight], lr=0.1, fused=True), torch.optim.Adam([reference], lr=0.1, fused=True)]
+    for parameter, optimizer in zip((weight, reference), optimizers, strict=True):
+        parameter.grad = gradient.clone()
+        optimizer.step()
+    assert torch.equal(weight, reference)
+
+
+def test_foreach_is_torch_adam_untouched():
+    model, _ = train(LayoutFreeAdam, foreach=True)
+    reference_model, _ = train(torch.optim.Adam, foreach=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference_model.parameters(), strict=True))

@@ -1,0 +1,107 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from engines.gemm_weight_grads import GemmConv2d, GemmConvTranspose2d, use_gemm_weight_grads
+from models.dcgan import Discriminator, Generator
+
+CHANNELS_LAST = torch.channels_last
+
+# (layer, input shape): the DCGAN's own small-map geometries at few channels, and others the rule must also get right
+SMALL_MAPS = [
+    (nn.Conv2d(6, 10, 4, 2, 1), (3, 6, 8, 8)),  # D's last stride-2 layer: 8x8 -> 4x4
+    (nn.Conv2d(10, 1, 4, 1, 0), (3, 10, 4, 4)),  # D's output layer: 4x4 -> 1x1
+    (nn.ConvTranspose2d(10, 6, 4, 2, 1), (3, 10, 4, 4)),  # G's first stride-2 layer: 4x4 -> 8x8
+    (nn.ConvTranspose2d(5, 10, 4, 1, 0), (3, 5, 1, 1)),  # G's input layer: 1x1 -> 4x4
+    (nn.Conv2d(4, 7, 3, 1, 1, bias=False), (2, 4, 4, 4)),  # no bias, same-size map
+    (nn.Conv2d(4, 7, (3, 2), (2, 1), (1, 0)), (2, 4, 5, 4)),  # rectangular kernel, uneven sides
+    (nn.ConvTranspose2d(4, 3, 5, 3, 1), (2, 4, 2, 2)),  # AnimeGAN's stride-3 geometry
+]
+
+
+def gradients(layer, inputs):
+    inputs = inputs.clone().requires_grad_()
+    output = layer(inputs)
+    output.backward(torch.linspace(-1, 1, output.numel(), dtype=output.dtype).view_as(output))
+    grads = [inputs.grad, layer.weight.grad] + ([layer.bias.grad] if layer.bias is not None else [])
+    return output, grads
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CHANNELS_LAST])
+@pytest.mark.parametrize(("layer", "shape"), SMALL_MAPS)
+def test_gradients_equal_the_library_layers_in_float64(layer, shape, layout):
+    torch.manual_seed(0)
+    reference = copy.deepcopy(layer).double().to(memory_format=layout)  # the cases share their layers
+    switched = copy.deepcopy(reference)
+    assert use_gemm_weight_grads(switched) == 1
+    inputs = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout)
+    reference_output, reference_grads = gradients(reference, inputs)
+    output, grads = gradients(switched, inputs)
+    assert torch.equal(output, reference_output)  # the forward pass is the library's
+    for grad, reference_grad in zip(grads, reference_grads, strict=True):
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_under_bf16_autocast_it_computes_what_the_replaced_layer_computes():
+    torch.manual_seed(0)
+    reference = nn.Conv2d(32, 64, 4, 2, 1).to(memory_format=CHANNELS_LAST)
+    switched = copy.deepcopy(reference)
+    use_gemm_weight_grads(switched)
+    inputs = torch.randn(8, 32, 8, 8).contiguous(memory_format=CHANNELS_LAST)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference_output, reference_grads = gradients(reference, inputs)
+        output, grads = gradients(switched, inputs)
+    assert output.dtype == reference_output.dtype == torch.bfloat16
+    assert torch.equal(output, reference_output)
+    for grad, reference_grad in zip(grads, reference_grads, strict=True):
+        assert grad.dtype == reference_grad.dtype == torch.float32  # fp32 parameters keep fp32 gradients
+        torch.testing.assert_close(grad, reference_grad, rtol=2e-2, atol=1e-2)  # bf16 rounding, another sum order
+
+
+def test_a_weight_gradient_comes_back_in_the_parameter_layout():
+    layer = nn.Conv2d(6, 10, 4, 2, 1).to(memory_format=CHANNELS_LAST)
+    use_gemm_weight_grads(layer)
+    layer(torch.randn(2, 6, 8, 8).contiguous(memory_format=CHANNELS_LAST)).sum().backward()
+    assert layer.weight.grad.stride() == layer.weight.stride()  # accumulated in place, no layout copy
+
+
+def test_the_dcgan_pair_keeps_its_parameters_state_and_outputs():
+    torch.manual_seed(0)
+    generator, discriminator = Generator(image_size=16, filters=4, latent_size=8), Discriminator(16, filters=4)
+    before = {name: copy.deepcopy(net.state_dict()) for name, net in (("g", generator), ("d", discriminator))}
+    parameters = [id(p) for p in [*generator.parameters(), *discriminator.parameters()]]
+    noise = torch.randn(2, 8, 1, 1)
+    images, logits = generator(noise), discriminator(generator(noise))
+    assert use_gemm_weight_grads(generator) == 3 and use_gemm_weight_grads(discriminator) == 3  # every convolution
+    assert torch.equal(generator(noise), images) and torch.equal(discriminator(generator(noise)), logits)
+    assert [id(p) for p in [*generator.parameters(), *discriminator.parameters()]] == parameters
+    for name, net in (("g", generator), ("d", discriminator)):
+        assert net.state_dict().keys() == before[name].keys()
+    assert sum(isinstance(m, GemmConvTranspose2d) for m in generator.modules()) == 3
+    assert sum(isinstance(m, GemmConv2d) for m in discriminator.modules()) == 3
+    # a saved state loads into the plain classes: checkpoints do not depend on the switch
+    Generator(image_size=16, filters=4, latent_size=8).load_state_dict(generator.state_dict())
+
+
+def test_layers_it_cannot_compute_stay_as_they_are():
+    grouped, dilated = nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3, dilation=2)
+    padded_output = nn.ConvTranspose2d(4, 4, 3, 2, 1, output_padding=1)
+    assert use_gemm_weight_grads(nn.Sequential(grouped, dilated, padded_output)) == 0
+    assert type(grouped) is nn.Conv2d and type(padded_output) is nn.ConvTranspose2d
+
+
+def test_without_weight_gradients_or_on_big_maps_it_runs_the_library_layer(monkeypatch):
+    import engines.gemm_weight_grads as gemm
+
+    calls = []
+    monkeypatch.setattr(gemm, "weight_grad", lambda *args: calls.append(args) or None)
+    big = nn.Conv2d(3, 4, 4, 2, 1)  # 16x16 -> 8x8: oneDNN's own kernel
+    use_gemm_weight_grads(big)
+    big(torch.randn(2, 3, 16, 16)).sum().backward()
+    frozen = nn.Conv2d(3, 4, 4, 2, 1).requires_grad_(False)  # the discriminator during the generator step
+    use_gemm_weight_grads(frozen)
+    inputs = torch.randn(2, 3, 8, 8, requires_grad=True)
+    frozen(inputs).sum().backward()
+    assert calls == [] and inputs.grad is not None
