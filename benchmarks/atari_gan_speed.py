@@ -160,6 +160,75 @@ def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
     return times
 
 
+def handler_profile(iters: int, runner_flags: list[str]) -> dict[str, float]:
+    """The launcher's own training run in this process, with Ignite's ``HandlersTimeProfiler`` on its trainer.
+
+    Every second of ``trainer.run`` is then accounted for in one process, so the split needs no second run to
+    compare against: the process function, the batches' production, each handler, and what is left over, Ignite's
+    own loop. Seconds per iteration, except ``one-off handlers`` (start and end: final checkpoint, sample sheet).
+    """
+    from ignite.engine import Events
+    from ignite.handlers import HandlersTimeProfiler
+
+    import runner.atari_gan as task
+    import runner.gan_run as gan_run
+    from runner.settings import make_settings, parse_flags
+
+    profiler, runs = HandlersTimeProfiler(), []
+    create_trainer = gan_run.create_gan_trainer
+
+    def profiled_trainer(*args, **kwargs):
+        trainer = create_trainer(*args, **kwargs)
+        profiler.attach(trainer)
+        run = trainer.run
+
+        def timed_run(*run_args, **run_kwargs):
+            started = time.perf_counter()
+            try:
+                return run(*run_args, **run_kwargs)
+            finally:
+                runs.append(time.perf_counter() - started)
+
+        trainer.run = timed_run
+        return trainer
+
+    gan_run.create_gan_trainer = profiled_trainer
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            flags = ["--dev", "cpu", "--max-iters", str(iters), "--log-every", str(BLOCK), "--eval-every", "0",
+                     "--output-dir", f"{folder}/run", *runner_flags]  # fmt: skip
+            explicit = parse_flags(task.AtariGanSettings, flags, prog="handler-profile")
+            task.train(make_settings(task.AtariGanSettings, explicit))
+    finally:
+        gan_run.create_gan_trainer = create_trainer
+    one_off = (Events.STARTED, Events.COMPLETED, Events.EPOCH_STARTED, Events.EPOCH_COMPLETED)
+    timed = profiler.event_handlers_times
+    handler_seconds = {event: sum(map(sum, handlers.values())) for event, handlers in timed.items()}
+    per_iteration = sum(seconds for event, seconds in handler_seconds.items() if event not in one_off)
+    step, data = sum(profiler.processing_times), sum(profiler.dataflow_times)
+    engine = runs[0] - step - data - sum(handler_seconds.values())
+    return {
+        "process function": step / iters,
+        "batches (the stream)": data / iters,
+        "per-iteration handlers": per_iteration / iters,
+        "Ignite's loop (the rest)": engine / iters,
+        "one-off handlers": sum(handler_seconds.values()) - per_iteration,
+        "framework share": (per_iteration + engine) / step,
+    }
+
+
+def print_handler_profile(iters: int, runner_flags: list[str]) -> None:
+    split = handler_profile(iters, runner_flags)
+    print(f"\nOne run of {iters} iterations in this process, Ignite's HandlersTimeProfiler on the trainer:")
+    for name, value in split.items():
+        if name == "framework share":
+            print(f"  framework:  {value * 100:+.2f} % of the process function's time (handlers + Ignite's loop)")
+        elif name == "one-off handlers":
+            print(f"  {name + ':':28s}{value:.2f} s in all")
+        else:
+            print(f"  {name + ':':28s}{value * 1000:.2f} ms per iteration")
+
+
 def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
     command = [sys.executable, __file__, flag, str(iters), f"--runner-flags={' '.join(runner_flags)}"]
     started = time.perf_counter()
@@ -194,6 +263,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="iterations left out of the steady state")
     parser.add_argument("--runner-flags", default="", help="extra flags for scripts/atari_gan.py (and the bare step)")
     parser.add_argument("--overhead", action="store_true", help="also time the bare step (the framework's cost)")
+    parser.add_argument(
+        "--handler-profile", action="store_true", help="also split one run's time with Ignite's HandlersTimeProfiler"
+    )
     parser.add_argument("--plain-worker", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--bare-worker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,6 +300,8 @@ def main() -> None:
     print(f"  speed-up:   {plain[1] / runner[1]:.2f}x steady, {plain[0] / runner[0]:.2f}x whole process")
     if args.overhead:
         print(f"  framework:  {(runner[1] / medians['bare step'][1] - 1) * 100:+.1f} % (runner vs bare step, steady)")
+    if args.handler_profile:
+        print_handler_profile(args.iters, runner_flags)
 
 
 if __name__ == "__main__":

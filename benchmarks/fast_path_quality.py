@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK_ARITHMETIC = ["--precision", "fp32", "--no-channels-last", "--no-fused-adam", "--no-gemm-weight-grads"]
-PATHS = {"fast path (defaults)": [], "fp32 (book arithmetic)": BOOK_ARITHMETIC}
+PATHS = {"fast path (defaults)": [], "fp32 (book arithmetic)": BOOK_ARITHMETIC}  # --paths: the first words
 
 
 def fid_curve(iters: int, every: int, seed: int, flags: list[str]) -> tuple[dict[int, float], float]:
@@ -40,10 +40,15 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--paths", nargs="+", choices=["fast", "fp32"], default=["fast", "fp32"],
+        help="which paths to run (the fp32 path changes only when the book's arithmetic does)",
+    )  # fmt: skip
     args = parser.parse_args()
+    chosen = {name: flags for name, flags in PATHS.items() if name.split()[0] in args.paths}
     curves: dict[tuple[str, int], dict[int, float]] = {}
     for seed in args.seeds:
-        for name, flags in PATHS.items():
+        for name, flags in chosen.items():
             curves[name, seed], seconds = fid_curve(args.iters, args.eval_every, seed, flags)
             shown = " ".join(f"{fid:.1f}" for fid in curves[name, seed].values())
             print(f"seed {seed}, {name} ({seconds:.0f} s): Atari-FID {shown}", flush=True)

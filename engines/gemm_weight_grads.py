@@ -107,10 +107,11 @@ def small_map_positions(layer: nn.Module, inputs: Tensor) -> int:
     return min(h * w, out_h * out_w)
 
 
-def gemm_forward(layer: nn.Module, inputs: Tensor) -> Tensor:
+def gemm_forward(layer: nn.Module, inputs: Tensor, output_size: list[int] | None = None) -> Tensor:
     weight, bias = layer.weight, layer.bias
-    if not weight.requires_grad or small_map_positions(layer, inputs) > SMALL_MAP:
-        return layer._original_forward(inputs)  # no weight gradient to compute, or oneDNN's kernel is as fast
+    no_weight_grad = not (weight.requires_grad and torch.is_grad_enabled())  # a frozen layer, an evaluation
+    if no_weight_grad or output_size is not None or small_map_positions(layer, inputs) > SMALL_MAP:
+        return layer._original_forward(inputs, output_size)  # nothing to gain, or oneDNN's kernel is as fast
     device_type = inputs.device.type
     if torch.is_autocast_enabled(device_type):  # what autocast does for a convolution: compute in its dtype
         dtype = torch.get_autocast_dtype(device_type)
@@ -121,13 +122,15 @@ def gemm_forward(layer: nn.Module, inputs: Tensor) -> Tensor:
 
 
 class GemmConv2d(nn.Conv2d):
-    _original_forward = nn.Conv2d.forward
+    def _original_forward(self, inputs: Tensor, output_size: None = None) -> Tensor:
+        return nn.Conv2d.forward(self, inputs)
+
     forward = gemm_forward
 
 
 class GemmConvTranspose2d(nn.ConvTranspose2d):
-    def _original_forward(self, inputs: Tensor) -> Tensor:
-        return nn.ConvTranspose2d.forward(self, inputs)
+    def _original_forward(self, inputs: Tensor, output_size: list[int] | None = None) -> Tensor:
+        return nn.ConvTranspose2d.forward(self, inputs, output_size)
 
     forward = gemm_forward
 

@@ -16,3 +16,23 @@ def load(name: str):
 def test_the_chapters_plain_loop_runs_and_times_each_iteration():
     times = load("atari_gan_speed").plain_loop(2)
     assert len(times) == 2 and all(seconds > 0 for seconds in times)
+
+
+def test_the_switch_benchmark_times_each_configuration_on_the_same_batches():
+    benchmark = load("step_switches")
+    tiny = "--image-size 16 --filters 4 --batch-size 4 --latent-size 8"
+    batches = benchmark.make_batches(tiny, 3)
+    assert [tuple(batch.shape) for batch in batches] == [(4, 3, 16, 16)] * 3
+    for flags in ("", "--no-gemm-weight-grads --precision fp32"):
+        step, engine = benchmark.make_step(f"{tiny} {flags}")
+        assert benchmark.time_steps(step, engine, batches, warmup=1) > 0
+        assert engine.state.iteration == 4  # the warm-up step, then every batch once
+
+
+def test_the_handler_profile_accounts_for_a_whole_training_run():
+    tiny = ["--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
+    split = load("atari_gan_speed").handler_profile(20, tiny)
+    assert split["process function"] > 0 and split["batches (the stream)"] > 0
+    assert split["per-iteration handlers"] > 0  # running averages, NaN guard, throughput, logging...
+    assert split["one-off handlers"] > 0  # the final checkpoint and sample sheet
+    assert split["Ignite's loop (the rest)"] >= 0  # the parts add up to no more than the run itself

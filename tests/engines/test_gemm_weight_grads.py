@@ -104,4 +104,8 @@ def test_without_weight_gradients_or_on_big_maps_it_runs_the_library_layer(monke
     use_gemm_weight_grads(frozen)
     inputs = torch.randn(2, 3, 8, 8, requires_grad=True)
     frozen(inputs).sum().backward()
+    small = nn.Conv2d(3, 4, 4, 2, 1)
+    use_gemm_weight_grads(small)
+    with torch.no_grad():  # an evaluation, a sample sheet
+        assert torch.equal(small(inputs), nn.Conv2d.forward(small, inputs))
     assert calls == [] and inputs.grad is not None
