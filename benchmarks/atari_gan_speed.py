@@ -198,7 +198,9 @@ def handler_profile(iters: int, runner_flags: list[str]) -> dict[str, float]:
             flags = ["--dev", "cpu", "--max-iters", str(iters), "--log-every", str(BLOCK), "--eval-every", "0",
                      "--output-dir", f"{folder}/run", *runner_flags]  # fmt: skip
             explicit = parse_flags(task.AtariGanSettings, flags, prog="handler-profile")
-            task.train(make_settings(task.AtariGanSettings, explicit))
+            result = task.train(make_settings(task.AtariGanSettings, explicit))
+            if result.exit_code:
+                raise SystemExit(f"the profiled run ended with exit code {result.exit_code}")
     finally:
         gan_run.create_gan_trainer = create_trainer
     one_off = (Events.STARTED, Events.COMPLETED, Events.EPOCH_STARTED, Events.EPOCH_COMPLETED)

@@ -72,7 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10, help="timed iterations per configuration and round")
-    parser.add_argument("--configs", nargs="+", default=SWITCHES_OFF, help='flag sets; "" is the defaults')
+    parser.add_argument(
+        "--configs", nargs="+", default=SWITCHES_OFF,
+        help='flag sets; "" is the defaults (sizes come from --base-flags: all train on the same batches)',
+    )  # fmt: skip
     parser.add_argument("--base-flags", default="", help="flags for every configuration (default: the chapter's)")
     args = parser.parse_args()
     keep_freed_memory()  # the default; its own effect is measured by the bare-step benchmark, not here

@@ -43,3 +43,14 @@ class LayoutFreeAdam(torch.optim.Adam):
                 for tensor_list, tensor in zip(lists, tensors, strict=True):
                     tensor_list[index] = flat_view(tensor)
         return has_complex
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Also give loaded moments their parameter's layout: a checkpoint written with ``--no-channels-last`` and
+        resumed with channels-last holds contiguous moments, which would send every step through the copies."""
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state.get(param, {})
+                for name, value in state.items():
+                    if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                        state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)

@@ -107,11 +107,25 @@ def small_map_positions(layer: nn.Module, inputs: Tensor) -> int:
     return min(h * w, out_h * out_w)
 
 
+def takes_the_gemm_path(layer: nn.Module, inputs: Tensor, output_size: list[int] | None) -> bool:
+    """A batch of images, a weight gradient to compute, a small map; float64 under autocast (which it leaves to
+    the library, in float64) aside."""
+    if inputs.dim() != 4 or output_size is not None:
+        return False
+    autocast_float64 = torch.is_autocast_enabled(inputs.device.type) and torch.float64 in (
+        inputs.dtype, layer.weight.dtype
+    )  # fmt: skip
+    if autocast_float64:
+        return False
+    if not (layer.weight.requires_grad and torch.is_grad_enabled()):  # a frozen layer, an evaluation
+        return False
+    return small_map_positions(layer, inputs) <= SMALL_MAP  # above it, oneDNN's kernel is as fast
+
+
 def gemm_forward(layer: nn.Module, inputs: Tensor, output_size: list[int] | None = None) -> Tensor:
+    if not takes_the_gemm_path(layer, inputs, output_size):
+        return layer._original_forward(inputs, output_size)
     weight, bias = layer.weight, layer.bias
-    no_weight_grad = not (weight.requires_grad and torch.is_grad_enabled())  # a frozen layer, an evaluation
-    if no_weight_grad or output_size is not None or small_map_positions(layer, inputs) > SMALL_MAP:
-        return layer._original_forward(inputs, output_size)  # nothing to gain, or oneDNN's kernel is as fast
     device_type = inputs.device.type
     if torch.is_autocast_enabled(device_type):  # what autocast does for a convolution: compute in its dtype
         dtype = torch.get_autocast_dtype(device_type)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -21,14 +22,15 @@ def train(optimizer_class, steps=4, **adam):
     return model, optimizer
 
 
-def test_fused_steps_on_channels_last_weights_give_torch_adams_numbers_and_state():
-    model, optimizer = train(LayoutFreeAdam, fused=True)
-    reference_model, reference_optimizer = train(torch.optim.Adam, fused=True)
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_fused_steps_on_channels_last_weights_give_torch_adams_numbers_and_state(amsgrad):
+    model, optimizer = train(LayoutFreeAdam, fused=True, amsgrad=amsgrad)
+    reference_model, reference_optimizer = train(torch.optim.Adam, fused=True, amsgrad=amsgrad)
     for parameter, reference in zip(model.parameters(), reference_model.parameters(), strict=True):
         assert torch.equal(parameter, reference) and parameter.stride() == reference.stride()
     state, reference_state = optimizer.state_dict()["state"], reference_optimizer.state_dict()["state"]
     for index, moments in state.items():
-        for name in ("step", "exp_avg", "exp_avg_sq"):
+        for name in ("step", "exp_avg", "exp_avg_sq", *(["max_exp_avg_sq"] if amsgrad else [])):
             assert torch.equal(moments[name], reference_state[index][name])
             assert moments[name].stride() == reference_state[index][name].stride()  # checkpoints keep the layout
 
@@ -61,3 +63,21 @@ def test_foreach_is_torch_adam_untouched():
     model, _ = train(LayoutFreeAdam, foreach=True)
     reference_model, _ = train(torch.optim.Adam, foreach=True)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference_model.parameters(), strict=True))
+
+
+def test_moments_saved_in_another_layout_take_the_parameters_layout_on_load():
+    """A run checkpointed with --no-channels-last and resumed with channels-last: same numbers, no copies."""
+    torch.manual_seed(0)
+    contiguous = Discriminator(image_size=16, filters=4)
+    saved = torch.optim.Adam(contiguous.parameters(), lr=1e-2, fused=True)
+    contiguous(torch.randn(4, 3, 16, 16)).sum().backward()
+    saved.step()
+    model = Discriminator(image_size=16, filters=4)
+    model.load_state_dict(contiguous.state_dict())
+    model.to(memory_format=torch.channels_last)
+    optimizer = LayoutFreeAdam(model.parameters(), lr=1e-2, fused=True)
+    optimizer.load_state_dict(saved.state_dict())
+    for param, reference in zip(model.parameters(), contiguous.parameters(), strict=True):
+        moments, reference_moments = optimizer.state[param], saved.state[reference]
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert moments[name].stride() == param.stride() and torch.equal(moments[name], reference_moments[name])

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import engines.gemm_weight_grads as gemm
 from engines.gemm_weight_grads import GemmConv2d, GemmConvTranspose2d, use_gemm_weight_grads
 from models.dcgan import Discriminator, Generator
 
@@ -21,6 +22,15 @@ SMALL_MAPS = [
 ]
 
 
+@pytest.fixture
+def gemm_calls(monkeypatch):
+    """How many weight gradients the matrix product computed (each test compares against the library's)."""
+    calls = []
+    computed = gemm.weight_grad
+    monkeypatch.setattr(gemm, "weight_grad", lambda *args: calls.append(1) or computed(*args))
+    return calls
+
+
 def gradients(layer, inputs):
     inputs = inputs.clone().requires_grad_()
     output = layer(inputs)
@@ -31,7 +41,7 @@ def gradients(layer, inputs):
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CHANNELS_LAST])
 @pytest.mark.parametrize(("layer", "shape"), SMALL_MAPS)
-def test_gradients_equal_the_library_layers_in_float64(layer, shape, layout):
+def test_gradients_equal_the_library_layers_in_float64(layer, shape, layout, gemm_calls):
     torch.manual_seed(0)
     reference = copy.deepcopy(layer).double().to(memory_format=layout)  # the cases share their layers
     switched = copy.deepcopy(reference)
@@ -42,9 +52,10 @@ def test_gradients_equal_the_library_layers_in_float64(layer, shape, layout):
     assert torch.equal(output, reference_output)  # the forward pass is the library's
     for grad, reference_grad in zip(grads, reference_grads, strict=True):
         torch.testing.assert_close(grad, reference_grad, rtol=1e-12, atol=1e-12)
+    assert gemm_calls == [1]
 
 
-def test_under_bf16_autocast_it_computes_what_the_replaced_layer_computes():
+def test_under_bf16_autocast_it_computes_what_the_replaced_layer_computes(gemm_calls):
     torch.manual_seed(0)
     reference = nn.Conv2d(32, 64, 4, 2, 1).to(memory_format=CHANNELS_LAST)
     switched = copy.deepcopy(reference)
@@ -58,13 +69,16 @@ def test_under_bf16_autocast_it_computes_what_the_replaced_layer_computes():
     for grad, reference_grad in zip(grads, reference_grads, strict=True):
         assert grad.dtype == reference_grad.dtype == torch.float32  # fp32 parameters keep fp32 gradients
         torch.testing.assert_close(grad, reference_grad, rtol=2e-2, atol=1e-2)  # bf16 rounding, another sum order
+    assert gemm_calls == [1]
 
 
-def test_a_weight_gradient_comes_back_in_the_parameter_layout():
+def test_a_weight_gradient_comes_back_in_the_parameter_layout(gemm_calls):
     layer = nn.Conv2d(6, 10, 4, 2, 1).to(memory_format=CHANNELS_LAST)
     use_gemm_weight_grads(layer)
+    arriving = []  # the gradient as the layer's backward returns it, before it is accumulated into .grad
+    layer.weight.register_hook(lambda grad: arriving.append(grad.stride()))
     layer(torch.randn(2, 6, 8, 8).contiguous(memory_format=CHANNELS_LAST)).sum().backward()
-    assert layer.weight.grad.stride() == layer.weight.stride()  # accumulated in place, no layout copy
+    assert gemm_calls == [1] and arriving == [layer.weight.stride()]  # no layout copy on the way
 
 
 def test_the_dcgan_pair_keeps_its_parameters_state_and_outputs():
@@ -92,11 +106,10 @@ def test_layers_it_cannot_compute_stay_as_they_are():
     assert type(grouped) is nn.Conv2d and type(padded_output) is nn.ConvTranspose2d
 
 
-def test_without_weight_gradients_or_on_big_maps_it_runs_the_library_layer(monkeypatch):
-    import engines.gemm_weight_grads as gemm
-
-    calls = []
-    monkeypatch.setattr(gemm, "weight_grad", lambda *args: calls.append(args) or None)
+def test_without_weight_gradients_or_on_big_maps_it_runs_the_library_layer(monkeypatch, gemm_calls):
+    products = []
+    convolve = gemm.convolve
+    monkeypatch.setattr(gemm, "convolve", lambda *args: products.append(1) or convolve(*args))
     big = nn.Conv2d(3, 4, 4, 2, 1)  # 16x16 -> 8x8: oneDNN's own kernel
     use_gemm_weight_grads(big)
     big(torch.randn(2, 3, 16, 16)).sum().backward()
@@ -107,5 +120,21 @@ def test_without_weight_gradients_or_on_big_maps_it_runs_the_library_layer(monke
     small = nn.Conv2d(3, 4, 4, 2, 1)
     use_gemm_weight_grads(small)
     with torch.no_grad():  # an evaluation, a sample sheet
-        assert torch.equal(small(inputs), nn.Conv2d.forward(small, inputs))
-    assert calls == [] and inputs.grad is not None
+        small(inputs)
+    assert products == [] and gemm_calls == [] and inputs.grad is not None
+    small(inputs).sum().backward()  # and the same layer with gradients does take the matrix product
+    assert products == [1] and gemm_calls == [1]
+
+
+def test_inputs_the_library_layers_take_otherwise_still_work_as_there():
+    torch.manual_seed(0)
+    layer = nn.Conv2d(3, 4, 4, 2, 1)
+    switched = copy.deepcopy(layer)
+    use_gemm_weight_grads(switched)
+    unbatched = torch.randn(3, 8, 8)  # (C, H, W)
+    assert torch.equal(switched(unbatched), layer(unbatched))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast leaves float64 alone
+        assert switched.double()(unbatched[None].double()).dtype == torch.float64
+    transposed = nn.ConvTranspose2d(4, 3, 4, 2, 1)
+    use_gemm_weight_grads(transposed)
+    assert transposed(torch.randn(1, 4, 4, 4), output_size=[9, 9]).shape[-2:] == (9, 9)

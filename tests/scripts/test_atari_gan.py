@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY, losses, run_launcher, start_launcher, tree_digest, wait_for_iteration
+from conftest import LAUNCHER, TINY, losses, run_launcher, start_launcher, tree_digest, wait_for_iteration
 from handlers.checkpoint import checkpoint_files
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.atari_gan import AtariGanSettings, train
@@ -27,6 +27,25 @@ def reference_run(tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr
     (run_dir.parent / "stderr.txt").write_text(result.stderr)
     return run_dir
+
+
+def test_a_bug_keeps_its_traceback_and_exit_adds_nothing_after_it(tmp_path):
+    """A bug's traceback holds the emulators to the end: the fast exit must not leave them to leak reports."""
+    script = tmp_path / "buggy_launcher.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(LAUNCHER.parents[1])!r})\n"
+        "import handlers.metrics_log as metrics_log\n"
+        "def broken(self, record):\n"
+        "    raise RuntimeError('a bug in a handler')\n"
+        "metrics_log.MetricsLog.write = broken\n"
+        "from runner.atari_gan import AtariGanSettings, train\n"
+        "from runner.cli import launch\n"
+        "launch(AtariGanSettings, train, prog='atari_gan.py', description='')\n"
+    )
+    result = run_launcher(*SEEDED, "--max-iters", "3", "--output-dir", str(tmp_path / "run"), script=script)
+    assert result.returncode == 1
+    assert result.stderr.rstrip().splitlines()[-1] == "RuntimeError: a bug in a handler"
 
 
 def test_the_last_lines_are_the_report_and_exit_adds_nothing(reference_run):
