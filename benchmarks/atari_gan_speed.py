@@ -125,32 +125,22 @@ def plain_loop(iters: int) -> list[float]:
 
 def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
     """The runner's process function, stream and models at its defaults, called in a plain loop (no Engine)."""
-    from types import SimpleNamespace
+    from step_switches import make_step, settings_of  # the step exactly as the launcher builds it
 
     import runner.atari_gan as task
-    from runner.device import resolve_device, resolve_precision
+    from runner.device import resolve_device
     from runner.memory import keep_freed_memory
-    from runner.rng import seed_everything
-    from runner.settings import make_settings, parse_flags
 
-    explicit = parse_flags(task.AtariGanSettings, ["--dev", "cpu", *runner_flags], prog="bare")
-    settings = make_settings(task.AtariGanSettings, {**explicit, "output_dir": "unused"})
-    device = resolve_device(settings.dev)
-    precision = resolve_precision(settings.precision, device)
+    flags = " ".join(runner_flags)
+    settings = settings_of(flags)
     if settings.keep_heap:
         keep_freed_memory()
-    seed_everything(settings.seed)
-    stream = task.make_stream(settings, device)
-    gan = task.build_gan(settings, *task.make_networks(settings), device)
-    trainer = task.create_gan_trainer(
-        gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
-        task.gan_step_of(settings, precision),
-    )  # fmt: skip
-    engine = SimpleNamespace(state=SimpleNamespace(iteration=0))  # all the process function reads of its engine
+    step, engine = make_step(flags)
+    stream = task.make_stream(settings, resolve_device(settings.dev))
     times, start = [], time.perf_counter()
     for batch in stream:
         engine.state.iteration += 1
-        trainer._process_function(engine, batch)
+        step(engine, batch)
         now = time.perf_counter()
         times.append(now - start)
         start = now

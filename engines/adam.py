@@ -39,7 +39,7 @@ class LayoutFreeAdam(torch.optim.Adam):
             tensors = [tensor_list[index] for tensor_list in lists]
             if param.is_contiguous() or not is_dense(param):
                 continue  # contiguous already, or a layout the kernel's own copies must handle
-            if all(tensor.stride() == param.stride() and is_dense(tensor) for tensor in tensors):
+            if all(tensor.stride() == param.stride() for tensor in tensors):  # same shape, strides: dense too
                 for tensor_list, tensor in zip(lists, tensors, strict=True):
                     tensor_list[index] = flat_view(tensor)
         return has_complex
