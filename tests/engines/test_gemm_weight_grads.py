@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import engines.gemm_weight_grads as gemm
@@ -55,7 +56,19 @@ def test_gradients_equal_the_library_layers_in_float64(layer, shape, layout, gem
     assert gemm_calls == [1]
 
 
-def test_under_bf16_autocast_it_computes_what_the_replaced_layer_computes(gemm_calls):
+def float64_truth(layer: nn.Conv2d, inputs: torch.Tensor, upstream: torch.Tensor) -> list[torch.Tensor]:
+    """The gradients autocast's bf16 layer approximates: its bf16-rounded operands, multiplied and summed in float64."""
+    x = inputs.bfloat16().double().requires_grad_()
+    weight, bias = (p.detach().bfloat16().double().requires_grad_() for p in (layer.weight, layer.bias))
+    F.conv2d(x, weight, bias, layer.stride, layer.padding).backward(upstream.double())
+    return [x.grad, weight.grad, bias.grad]
+
+
+def test_under_bf16_autocast_it_is_as_close_to_the_truth_as_the_replaced_layer(gemm_calls):
+    """Both paths round to bf16 and sum in another order, and how the library does it depends on the CPU: native
+    bf16 kernels on AVX512-BF16/AMX, an emulation on AVX2-only CPUs (whose sums land up to 0.08 away from the
+    matrix product's). So each is held to the float64 truth of the same bf16 operands, and the matrix product's
+    error may be no larger than the library's own (the factor leaves room for the two sum orders)."""
     torch.manual_seed(0)
     reference = nn.Conv2d(32, 64, 4, 2, 1).to(memory_format=CHANNELS_LAST)
     switched = copy.deepcopy(reference)
@@ -65,10 +78,15 @@ def test_under_bf16_autocast_it_computes_what_the_replaced_layer_computes(gemm_c
         reference_output, reference_grads = gradients(reference, inputs)
         output, grads = gradients(switched, inputs)
     assert output.dtype == reference_output.dtype == torch.bfloat16
-    assert torch.equal(output, reference_output)
-    for grad, reference_grad in zip(grads, reference_grads, strict=True):
+    assert torch.equal(output, reference_output)  # the forward pass is the library's
+    upstream = torch.linspace(-1, 1, output.numel(), dtype=output.dtype).view_as(output)
+    truth = float64_truth(reference, inputs, upstream)
+    for grad, reference_grad, true in zip(grads, reference_grads, truth, strict=True):
         assert grad.dtype == reference_grad.dtype == torch.float32  # fp32 parameters keep fp32 gradients
-        torch.testing.assert_close(grad, reference_grad, rtol=2e-2, atol=1e-2)  # bf16 rounding, another sum order
+        error, library_error = (grad.double() - true).abs(), (reference_grad.double() - true).abs()
+        assert error.max() <= 1.5 * library_error.max() + 1e-6
+        assert error.mean() <= 1.5 * library_error.mean() + 1e-6
+        assert error.max() <= 0.01 * true.abs().max()  # bf16's rounding, not a wrong result
     assert gemm_calls == [1]
 
 
