@@ -54,12 +54,20 @@ def plain_loop(iters: int) -> list[float]:
             super().__init__()
             f = FILTERS
             self.conv_pipe = nn.Sequential(
-                nn.Conv2d(3, f, 4, 2, 1), nn.ReLU(),
-                nn.Conv2d(f, f * 2, 4, 2, 1), nn.BatchNorm2d(f * 2), nn.ReLU(),
-                nn.Conv2d(f * 2, f * 4, 4, 2, 1), nn.BatchNorm2d(f * 4), nn.ReLU(),
-                nn.Conv2d(f * 4, f * 8, 4, 2, 1), nn.BatchNorm2d(f * 8), nn.ReLU(),
-                nn.Conv2d(f * 8, 1, 4, 1, 0), nn.Sigmoid(),
-            )  # fmt: skip
+                nn.Conv2d(3, f, 4, 2, 1),
+                nn.ReLU(),
+                nn.Conv2d(f, f * 2, 4, 2, 1),
+                nn.BatchNorm2d(f * 2),
+                nn.ReLU(),
+                nn.Conv2d(f * 2, f * 4, 4, 2, 1),
+                nn.BatchNorm2d(f * 4),
+                nn.ReLU(),
+                nn.Conv2d(f * 4, f * 8, 4, 2, 1),
+                nn.BatchNorm2d(f * 8),
+                nn.ReLU(),
+                nn.Conv2d(f * 8, 1, 4, 1, 0),
+                nn.Sigmoid(),
+            )
 
         def forward(self, x):
             return self.conv_pipe(x).view(-1, 1).squeeze(dim=1)
@@ -69,12 +77,21 @@ def plain_loop(iters: int) -> list[float]:
             super().__init__()
             f = FILTERS
             self.pipe = nn.Sequential(
-                nn.ConvTranspose2d(LATENT, f * 8, 4, 1, 0), nn.BatchNorm2d(f * 8), nn.ReLU(),
-                nn.ConvTranspose2d(f * 8, f * 4, 4, 2, 1), nn.BatchNorm2d(f * 4), nn.ReLU(),
-                nn.ConvTranspose2d(f * 4, f * 2, 4, 2, 1), nn.BatchNorm2d(f * 2), nn.ReLU(),
-                nn.ConvTranspose2d(f * 2, f, 4, 2, 1), nn.BatchNorm2d(f), nn.ReLU(),
-                nn.ConvTranspose2d(f, 3, 4, 2, 1), nn.Tanh(),
-            )  # fmt: skip
+                nn.ConvTranspose2d(LATENT, f * 8, 4, 1, 0),
+                nn.BatchNorm2d(f * 8),
+                nn.ReLU(),
+                nn.ConvTranspose2d(f * 8, f * 4, 4, 2, 1),
+                nn.BatchNorm2d(f * 4),
+                nn.ReLU(),
+                nn.ConvTranspose2d(f * 4, f * 2, 4, 2, 1),
+                nn.BatchNorm2d(f * 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(f * 2, f, 4, 2, 1),
+                nn.BatchNorm2d(f),
+                nn.ReLU(),
+                nn.ConvTranspose2d(f, 3, 4, 2, 1),
+                nn.Tanh(),
+            )
 
         def forward(self, x):
             return self.pipe(x)
@@ -127,7 +144,7 @@ def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
     """The runner's process function, stream and models at its defaults, called in a plain loop (no Engine)."""
     from step_switches import make_step, settings_of  # the step exactly as the launcher builds it
 
-    import runner.atari_gan as task
+    import tasks.atari_gan as task
     from runner.device import resolve_device
     from runner.memory import keep_freed_memory
 
@@ -160,8 +177,8 @@ def handler_profile(iters: int, runner_flags: list[str]) -> dict[str, float]:
     from ignite.engine import Events
     from ignite.handlers import HandlersTimeProfiler
 
-    import runner.atari_gan as task
-    import runner.gan_run as gan_run
+    import tasks.atari_gan as task
+    import tasks.gan as gan_run
     from runner.settings import make_settings, parse_flags
 
     profiler, runs = HandlersTimeProfiler(), []
@@ -185,8 +202,8 @@ def handler_profile(iters: int, runner_flags: list[str]) -> dict[str, float]:
     gan_run.create_gan_trainer = profiled_trainer
     try:
         with tempfile.TemporaryDirectory() as folder:
-            flags = ["--dev", "cpu", "--max-iters", str(iters), "--log-every", str(BLOCK), "--eval-every", "0",
-                     "--output-dir", f"{folder}/run", *runner_flags]  # fmt: skip
+            flags = ["--dev", "cpu", "--max-iters", str(iters), "--log-every", str(BLOCK), "--eval-every", "0"]
+            flags += ["--output-dir", f"{folder}/run", *runner_flags]
             explicit = parse_flags(task.AtariGanSettings, flags, prog="handler-profile")
             result = task.train(make_settings(task.AtariGanSettings, explicit))
             if result.exit_code:
@@ -230,9 +247,8 @@ def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, l
 
 def run_runner(iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--max-iters", str(iters),
-                   "--log-every", str(BLOCK), "--eval-every", "0", "--output-dir", f"{folder}/run",
-                   *runner_flags]  # fmt: skip
+        command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--max-iters", str(iters)]
+        command += ["--log-every", str(BLOCK), "--eval-every", "0", "--output-dir", f"{folder}/run", *runner_flags]
         started = time.perf_counter()
         subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - started
@@ -282,8 +298,9 @@ def main() -> None:
             seconds, per_iteration = run(args.iters)
             steady = steady_seconds(per_iteration, args.warmup)
             results[name].append((seconds, steady))
-            print(f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process",
-                  flush=True)  # fmt: skip
+            print(
+                f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process", flush=True
+            )
     medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1)] for name, runs in results.items()}
     print(f"\n{args.iters} iterations, {args.rounds} rounds (medians), runner flags: {args.runner_flags or 'defaults'}")
     for name, (seconds, steady) in medians.items():

@@ -25,9 +25,9 @@ PATHS = {"fast path (defaults)": [], "fp32 (book arithmetic)": BOOK_ARITHMETIC} 
 
 def fid_curve(iters: int, every: int, seed: int, flags: list[str]) -> tuple[dict[int, float], float]:
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--seed", str(seed),
-                   "--max-iters", str(iters), "--eval-every", str(every), "--log-every", "100",
-                   "--output-dir", f"{folder}/run", *flags]  # fmt: skip
+        command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--seed", str(seed)]
+        command += ["--max-iters", str(iters), "--eval-every", str(every), "--log-every", "100"]
+        command += ["--output-dir", f"{folder}/run", *flags]
         started = time.perf_counter()
         subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - started
@@ -41,9 +41,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument(
-        "--paths", nargs="+", choices=["fast", "fp32"], default=["fast", "fp32"],
+        "--paths",
+        nargs="+",
+        choices=["fast", "fp32"],
+        default=["fast", "fp32"],
         help="which paths to run (the fp32 path changes only when the book's arithmetic does)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     chosen = {name: flags for name, flags in PATHS.items() if name.split()[0] in args.paths}
     curves: dict[tuple[str, int], dict[int, float]] = {}

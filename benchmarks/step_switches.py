@@ -3,7 +3,7 @@
     python benchmarks/step_switches.py --rounds 8
     python benchmarks/step_switches.py --configs "" "--no-gemm-weight-grads" "--precision fp32 --no-channels-last"
 
-Every configuration builds its own networks and optimizers (``runner.atari_gan``'s own builders, so it is the step
+Every configuration builds its own networks and optimizers (``tasks.gan``'s own builders, so it is the step
 the launcher runs) and trains on the same batches, made once up front: the emulator's time is left out. Rounds
 alternate the configurations, so drift in the machine's speed reaches them all; each round times ``--steps``
 iterations after two untimed ones. The table gives the median over the rounds after the first.
@@ -14,11 +14,13 @@ import statistics
 import time
 from types import SimpleNamespace
 
-import runner.atari_gan as task
+import tasks.atari_gan as task
+from engines.gan import create_gan_trainer
 from runner.device import resolve_device, resolve_precision
 from runner.memory import keep_freed_memory
 from runner.rng import seed_everything
 from runner.settings import make_settings, parse_flags
+from tasks.gan import build_gan, gan_step_of
 
 SWITCHES_OFF = [
     "",
@@ -41,11 +43,9 @@ def make_step(flags: str):
     settings = settings_of(flags)
     device = resolve_device(settings.dev)
     seed_everything(settings.seed)
-    gan = task.build_gan(settings, *task.make_networks(settings), device)
-    trainer = task.create_gan_trainer(
-        gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device,
-        task.gan_step_of(settings, resolve_precision(settings.precision, device)),
-    )  # fmt: skip
+    gan = build_gan(settings, *task.make_networks(settings), device)
+    step = gan_step_of(settings, resolve_precision(settings.precision, device))
+    trainer = create_gan_trainer(gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device, step)
     return trainer._process_function, SimpleNamespace(state=SimpleNamespace(iteration=0))
 
 
@@ -73,9 +73,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10, help="timed iterations per configuration and round")
     parser.add_argument(
-        "--configs", nargs="+", default=SWITCHES_OFF,
+        "--configs",
+        nargs="+",
+        default=SWITCHES_OFF,
         help='flag sets; "" is the defaults (sizes come from --base-flags: all train on the same batches)',
-    )  # fmt: skip
+    )
     parser.add_argument("--base-flags", default="", help="flags for every configuration (default: the chapter's)")
     args = parser.parse_args()
     keep_freed_memory()  # the default; its own effect is measured by the bare-step benchmark, not here

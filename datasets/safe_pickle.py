@@ -105,6 +105,15 @@ def check_joblib_arrays(path: Path) -> None:
         if data[:1] == ZLIB_HEADER:  # joblib's compress=N (scikit-learn's caches): one zlib stream
             data = zlib.decompressobj().decompress(data)
         ArraysOnlyJoblibUnpickler(str(path), io.BytesIO(data), False).load()
-    except (pickle.UnpicklingError, zlib.error, EOFError, OSError, ValueError, TypeError, AttributeError,
-            KeyError, IndexError) as error:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+    ) as error:
         raise ValueError(f"{path.name}: {error}") from None

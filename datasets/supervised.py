@@ -40,9 +40,19 @@ REGRESSION = "regression"
 VALID_FRACTION = 0.2
 DOGS_VS_CATS_VALID_FRACTION = 0.3  # the book's hold-out for chapter 6
 ATARI_CLASSIFIER_GAMES = (
-    "Breakout", "AirRaid", "Pong", "SpaceInvaders", "Seaquest", "Enduro",
-    "Freeway", "MsPacman", "Qbert", "Riverraid", "BeamRider", "Asteroids",
-)  # fmt: skip
+    "Breakout",
+    "AirRaid",
+    "Pong",
+    "SpaceInvaders",
+    "Seaquest",
+    "Enduro",
+    "Freeway",
+    "MsPacman",
+    "Qbert",
+    "Riverraid",
+    "BeamRider",
+    "Asteroids",
+)
 ATARI_TRAIN_PER_GAME = 200
 ATARI_VALID_PER_GAME = 50
 ATARI_IMAGE_SIZE = 32

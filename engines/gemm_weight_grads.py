@@ -74,9 +74,18 @@ class _GemmWeightGrad(torch.autograd.Function):
         grad_input = grad_weight = grad_bias = None
         if need_input:
             grad_input = torch.ops.aten.convolution_backward(
-                grad_output, inputs, weight, None, layer.stride, layer.padding, layer.dilation,
-                isinstance(layer, nn.ConvTranspose2d), output_padding(layer), layer.groups, [True, False, False],
-            )[0]  # fmt: skip
+                grad_output,
+                inputs,
+                weight,
+                None,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                isinstance(layer, nn.ConvTranspose2d),
+                output_padding(layer),
+                layer.groups,
+                [True, False, False],
+            )[0]
         if need_weight:
             grad_weight = weight_grad(layer, inputs, grad_output)
         if need_bias:
@@ -91,9 +100,16 @@ def output_padding(layer: nn.Module) -> list[int]:
 def convolve(layer: nn.Module, inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     transposed = isinstance(layer, nn.ConvTranspose2d)
     return torch.ops.aten.convolution(
-        inputs, weight, bias, layer.stride, layer.padding, layer.dilation, transposed, output_padding(layer),
+        inputs,
+        weight,
+        bias,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        transposed,
+        output_padding(layer),
         layer.groups,
-    )  # fmt: skip
+    )
 
 
 def small_map_positions(layer: nn.Module, inputs: Tensor) -> int:
@@ -113,8 +129,9 @@ def takes_the_gemm_path(layer: nn.Module, inputs: Tensor, output_size: list[int]
     if inputs.dim() != 4 or output_size is not None:
         return False
     autocast_float64 = torch.is_autocast_enabled(inputs.device.type) and torch.float64 in (
-        inputs.dtype, layer.weight.dtype
-    )  # fmt: skip
+        inputs.dtype,
+        layer.weight.dtype,
+    )
     if autocast_float64:
         return False
     if not (layer.weight.requires_grad and torch.is_grad_enabled()):  # a frozen layer, an evaluation

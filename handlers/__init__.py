@@ -1,6 +1,6 @@
 """Small attachable pieces: checkpoint and resume, metrics log, sample sheets, throughput, progress, stopping."""
 
-from handlers.checkpoint import ExactResume, find_checkpoint, load_checkpoint, output_is_finite
+from handlers.checkpoint import ExactResume, output_is_finite
 from handlers.images import SampleSheets
 from handlers.metrics_log import MetricsLog, read_records, records_by_iteration
 from handlers.report import ConsoleReport, attach_progress
@@ -15,8 +15,6 @@ __all__ = [
     "SampleSheets",
     "Throughput",
     "attach_progress",
-    "find_checkpoint",
-    "load_checkpoint",
     "output_is_finite",
     "read_records",
     "records_by_iteration",

@@ -10,15 +10,13 @@ Built on Ignite's ``Checkpoint`` and ``DiskSaver``, with their traps handled (de
   between would leave none;
 - metrics such as ``RunningAverage`` reset themselves on ``Events.STARTED``, which fires again on resume: their saved
   state is re-applied after that reset;
-- a checkpoint holds only tensors, numbers, strings, lists and dicts and is read with ``weights_only=True``;
+- a checkpoint holds only tensors, numbers, strings, lists and dicts and is read with ``weights_only=True``
+  (``runner.checkpoint_files``, which finds and reads them);
 - with several processes every rank takes part in a save (each contributes its own RNG and data-stream state, see
   ``runner.distributed.PerRank``) and rank 0 writes the file.
 """
 
 import math
-import pickle
-import re
-import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,11 +28,9 @@ from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping
 from ignite.metrics import Metric
 
 from runner.distributed import agree, per_rank
-from runner.errors import CannotWrite, UserError
+from runner.errors import CannotWrite
 from runner.files import save_atomically
 from runner.rng import GlobalRNG
-
-CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 class RunDirSaver(DiskSaver):
@@ -89,62 +85,6 @@ def output_is_finite(output: Any) -> bool:
     if isinstance(output, int | float):
         return math.isfinite(output)
     return True
-
-
-def checkpoint_files(directory: Path) -> list[Path]:
-    """``checkpoint_<iteration>.pt`` files in ``directory``, oldest iteration first."""
-    if not directory.is_dir():
-        return []
-    found = [(int(match[1]), path) for path in directory.iterdir() if (match := CHECKPOINT_NAME.match(path.name))]
-    return [path for _, path in sorted(found)]
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``, onto the CPU); unreadable files raise ``UserError``."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message here advises weights_only=False: exactly what must never be done with an unknown file.
-        raise UserError(
-            f"{path} is not a readable checkpoint (not a torch file, or it holds Python objects a safe load refuses)"
-        ) from None
-    except Exception as error:  # noqa: BLE001
-        # A parser of untrusted bytes: a torn file raises whatever the byte it stops at leads to (IndexError,
-        # struct.error, RuntimeError, EOFError...). Every one of them means "not a readable checkpoint".
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {reason[:160]})") from None
-    if not isinstance(checkpoint, dict) or "settings" not in checkpoint or "trainer" not in checkpoint:
-        raise UserError(f"{path} is not a checkpoint of this runner")
-    return checkpoint
-
-
-def find_checkpoint(path: str | Path, flag: str = "--resume") -> tuple[Path, dict[str, Any]]:
-    """The checkpoint to resume from: ``path`` itself, or the newest readable one of a run directory.
-
-    A run directory's newest file may be torn (say, by a full disk); older ones are tried, with a warning.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{flag} {path}: no such file or directory")
-    if path.is_file():
-        return path, load_checkpoint(path)
-    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    files = checkpoint_files(directory)
-    if not files:
-        raise UserError(f"{flag} {path}: no checkpoint_<iteration>.pt files in {directory}")
-    for candidate in reversed(files):
-        try:
-            return candidate, load_checkpoint(candidate)
-        except UserError as error:
-            print(f"warning: skipping {error}", file=sys.stderr)
-    raise UserError(f"{flag} {path}: none of the {len(files)} checkpoints in {directory} is readable")
-
-
-def run_dir_of_checkpoint(path: Path) -> Path:
-    """The run directory a checkpoint file or run directory belongs to."""
-    if path.is_dir():
-        return path.parent if path.name == "checkpoints" else path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 class ExactResume:

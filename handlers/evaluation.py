@@ -93,3 +93,22 @@ def keep_best(
         state["early_stopping"] = EarlyStopping(patience, score_function, trainer)
         evaluator.add_event_handler(Events.COMPLETED, state["early_stopping"])
     return state
+
+
+def attach_scheduled_early_stopping(
+    evaluator: Engine, trainer: Engine, patience: int, score_function: Callable[[Engine], float], every: int
+) -> EarlyStopping:
+    """Stop the trainer when ``patience`` scheduled evaluations in a row bring no better score.
+
+    Only evaluations on the schedule (every ``every`` iterations) count: a run stopped by Ctrl-C evaluates once more,
+    off schedule, and counting that one would make the resumed run stop at another point than an uninterrupted one.
+    Returns the ``EarlyStopping``, whose state a checkpoint must hold.
+    """
+    stopper = EarlyStopping(patience, score_function, trainer)
+
+    def judge(engine: Engine) -> None:
+        if trainer.state.iteration % every == 0:
+            stopper(engine)
+
+    evaluator.add_event_handler(Events.COMPLETED, judge)
+    return stopper

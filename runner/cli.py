@@ -2,10 +2,12 @@
 
     launch(AtariGanSettings, train, prog="atari_gan.py", description=__doc__)
 
-``train(settings, checkpoint)`` receives ``checkpoint`` as ``(path, state)`` when ``--resume`` was given and returns
-an object with an ``exit_code``. Settings of
-a resumed run are the checkpoint's, with the flags given on top; a flag that would change what the checkpoint holds
-(sizes, games, learning rate, seed) is refused.
+``train(settings, resume)`` receives the checkpoint as a ``ResumePoint`` when ``--resume`` was given (else None)
+and returns an object with an ``exit_code``. Settings of a resumed run are the checkpoint's, with the flags given on
+top; a flag that would change what the checkpoint holds (sizes, games, learning rate, seed) is refused.
+
+A launcher with sub-commands (``image_gan.py train|generate``) hands each to ``launch`` or ``launch_tool`` through
+``dispatch``.
 """
 
 import sys
@@ -13,13 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from handlers.checkpoint import find_checkpoint, run_dir_of_checkpoint
+from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.distributed import run_ranks
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import from_saved, make_settings, parse_flags
-
-ResumePoint = tuple[Path, dict[str, Any]]  # a checkpoint file and its loaded content
 
 
 def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, ResumePoint | None]:
@@ -28,10 +28,12 @@ def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) ->
         # A task may layer book settings (its chosen model's recipe) under the flags the user gave.
         recipe = settings_cls.recipe(explicit) if hasattr(settings_cls, "recipe") else {}
         return make_settings(settings_cls, {**recipe, **explicit, "output_dir": output_dir}), None
-    path, state = find_checkpoint(explicit["resume"])
-    output_dir = explicit.get("output_dir") or str(run_dir_of_checkpoint(path))
-    settings = from_saved(settings_cls, state["settings"], {**explicit, "output_dir": output_dir}, source=str(path))
-    return settings, (path, state)
+    resume = find_checkpoint(explicit["resume"])
+    output_dir = explicit.get("output_dir") or str(resume.run_dir)
+    settings = from_saved(
+        settings_cls, resume.settings, {**explicit, "output_dir": output_dir}, source=str(resume.path)
+    )
+    return settings, resume
 
 
 def launch(
@@ -45,10 +47,10 @@ def launch(
 
     def main() -> int:
         explicit = parse_flags(settings_cls, argv, prog, description)
-        settings, checkpoint = resolve_settings(settings_cls, explicit, task)
+        settings, resume = resolve_settings(settings_cls, explicit, task)
         if hasattr(settings, "nproc_per_node"):  # one process, N spawned ones, or one of torchrun's
-            return run_ranks(train, settings, checkpoint, prog)
-        return train(settings, checkpoint).exit_code
+            return run_ranks(train, settings, resume, prog)
+        return train(settings, resume).exit_code
 
     exit_cleanly(main, prog)
 

@@ -39,6 +39,7 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
+from runner.checkpoint_files import ResumePoint, load_checkpoint
 from runner.errors import EXIT_USER_ERROR, UserError, quiet_engine_error_logs
 from runner.rundir import RunDirectory
 
@@ -172,33 +173,34 @@ def gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def checked_world(settings: Any, checkpoint: Any) -> int:
+def checked_world(settings: Any, resume: ResumePoint | None) -> int:
     """The number of processes this launch trains with, refused when a checkpoint was written by another number."""
     wanted = int(os.environ["WORLD_SIZE"]) if under_torchrun() else settings.nproc_per_node
-    if checkpoint is not None:
-        saved = checkpoint[1]["settings"].get("nproc_per_node", 1)
+    if resume is not None:
+        saved = resume.settings.get("nproc_per_node", 1)
         if saved != wanted:
             how = f"torchrun --nproc-per-node {saved}" if under_torchrun() else f"--nproc-per-node {saved}"
-            raise UserError(f"{checkpoint[0]} was written by {saved} process(es); resume it with {how}")
+            raise UserError(f"{resume.path} was written by {saved} process(es); resume it with {how}")
     if under_torchrun() and settings.nproc_per_node not in (1, wanted):
         raise UserError(f"--nproc-per-node {settings.nproc_per_node}: under torchrun, torchrun's own flag decides")
     return wanted
 
 
 def check_split(settings: Any, ranks: int) -> None:
-    """What each rank checks for itself, checked once before any process starts (one line, not one per rank)."""
+    """What each rank checks for itself, checked once before any process starts (one line, not one per rank): the
+    global batch divides over the ranks, and whatever the task's settings say with their own ``check_ranks``."""
     if settings.batch_size % ranks:
         raise UserError(f"--batch-size {settings.batch_size}: must divide evenly over {ranks} processes")
-    if getattr(settings, "fid_samples", 2 * ranks) < 2 * ranks and getattr(settings, "eval_every", 0):
-        raise UserError(f"--fid-samples {settings.fid_samples}: at least 2 per process ({ranks} processes)")
+    if hasattr(settings, "check_ranks"):
+        settings.check_ranks(ranks)
 
 
-def run_ranks(train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, prog: str) -> int:
+def run_ranks(train: Callable[[Any, Any], Any], settings: Any, resume: ResumePoint | None, prog: str) -> int:
     """``train(settings, checkpoint).exit_code`` on one process, on ``settings.nproc_per_node`` spawned ones, or
     as this process's rank of torchrun's. Returns the run's exit code; a rank's user error is raised here, once."""
-    ranks = checked_world(settings, checkpoint)
+    ranks = checked_world(settings, resume)
     if ranks == 1:
-        return train(settings, checkpoint).exit_code
+        return train(settings, resume).exit_code
     settings = replace(settings, nproc_per_node=ranks)
     check_split(settings, ranks)
     quiet_launcher_logs()
@@ -208,24 +210,30 @@ def run_ranks(train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, 
     if under_torchrun():  # this process is one rank; torchrun gathers the exit codes
         report = OwnOutcome(prog)
         with idist.Parallel(backend=backend_for(settings.dev)) as parallel:
-            parallel.run(_rank_main, train, settings, checkpoint, prog, report)
+            parallel.run(_rank_main, train, settings, resume, prog, report)
         return report.exit_code
     if settings.dev.startswith("cuda") and torch.cuda.device_count() < ranks:
         raise UserError(f"--nproc-per-node {ranks}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     outcomes = multiprocessing.get_context("spawn").SimpleQueue()  # each rank puts (rank, exit code, message)
     # Each rank reads the checkpoint itself: tensors handed to a spawned process travel in shared memory, and the
     # ranks' optimizers would then update one another's states (each Adam step counted once per rank).
-    checkpoint_path = checkpoint[0] if checkpoint is not None else None
+    checkpoint_path = resume.path if resume is not None else None
     try:
-        with forwarding_signals(), idist.Parallel(
-            backend=backend_for(settings.dev), nproc_per_node=ranks, start_method="spawn", master_port=free_port()
-        ) as parallel:  # fmt: skip
+        with (
+            forwarding_signals(),
+            idist.Parallel(
+                backend=backend_for(settings.dev), nproc_per_node=ranks, start_method="spawn", master_port=free_port()
+            ) as parallel,
+        ):
             parallel.run(_rank_main, train, settings, checkpoint_path, prog, outcomes)
     except torch.multiprocessing.ProcessExitedException as error:  # killed: spawn stopped the others
         reported = drain(outcomes)
         if reported.get(0, (None, None))[0] is not None and reported[0][1] is None:  # rank 0 had finished
-            print(f"{prog}: note: training process {error.error_index} {exit_reason(error.exit_code)} while the "
-                  "processes were shutting down, after the run had ended", file=sys.stderr)  # fmt: skip
+            print(
+                f"{prog}: note: training process {error.error_index} {exit_reason(error.exit_code)} while the "
+                "processes were shutting down, after the run had ended",
+                file=sys.stderr,
+            )
             return reported[0][0]
         raise ProcessFailed(
             f"training process {error.error_index} {exit_reason(error.exit_code)}; "
@@ -280,11 +288,12 @@ def exit_reason(exit_code: int) -> str:
     return f"exited with code {exit_code}"
 
 
-def _rank_main(local_rank: int, train: Callable[[Any, Any], Any], settings: Any, checkpoint: Any, prog: str,
-               outcomes: Any) -> None:  # fmt: skip
+def _rank_main(
+    local_rank: int, train: Callable[[Any, Any], Any], settings: Any, resume: Any, prog: str, outcomes: Any
+) -> None:
     """One rank. It reports ``(rank, exit code, message)`` to ``outcomes`` and returns normally whatever happens,
     so that the launcher never tears the others down while rank 0 is still writing, and shows one message.
-    ``checkpoint`` is ``(path, state)`` under torchrun, a path when spawned here (read in this process)."""
+    ``resume`` is a ``ResumePoint`` under torchrun, a path when spawned here (read in this process)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher ignores Ctrl-C; its ranks must not
     if not isinstance(outcomes, OwnOutcome):
         stop_with_the_launcher()
@@ -292,15 +301,13 @@ def _rank_main(local_rank: int, train: Callable[[Any, Any], Any], settings: Any,
     quiet_engine_error_logs()
     exit_code, message = None, None  # None: no result (another process went away first)
     try:
-        if isinstance(checkpoint, Path):
-            from handlers.checkpoint import load_checkpoint  # (handlers.checkpoint imports this module)
-
-            checkpoint = (checkpoint, load_checkpoint(checkpoint))
+        if isinstance(resume, Path):
+            resume = ResumePoint(resume, load_checkpoint(resume))
         if settings.dev == "cpu":  # N processes share the cores instead of each starting a thread per core
             torch.set_num_threads(max(1, usable_cores() // idist.get_nproc_per_node()))
         # torchrun's ranks each made their own default output_dir (a timestamp): rank 0's is the run's.
         settings = replace(settings, output_dir=idist.broadcast(settings.output_dir, src=0, safe_mode=True))
-        exit_code = train(settings, checkpoint).exit_code
+        exit_code = train(settings, resume).exit_code
         idist.barrier()  # end together: none tears its process group down while another still writes
     except RankStopped:  # another rank failed and says why
         exit_code = EXIT_USER_ERROR

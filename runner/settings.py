@@ -60,9 +60,31 @@ def at_least_two(value: int) -> None:
         raise ValueError("must be at least 2")
 
 
+def positive_sizes(sizes: tuple[int, ...]) -> None:
+    if any(size < 1 for size in sizes):
+        raise ValueError("sizes must be positive")
+
+
 def in_open_unit_interval(value: float) -> None:
     if not 0 <= value < 1:
         raise ValueError("must be in [0, 1)")
+
+
+def keep_checkpoints_setting() -> Any:
+    """``--keep-checkpoints``, the same rule for every task: at least 2, because Ignite's ``Checkpoint`` removes the
+    oldest file before it writes the new one, and a kill in between must leave one whole checkpoint."""
+    return setting(2, "checkpoints kept on disk (the newest ones)", check=at_least_two, resume="free")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The fields every training run has, first among its flags. A task's settings subclass it; a subclass that
+    redefines a field (its help, its default) keeps the field in its place."""
+
+    dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
+    seed: int = setting(0, "seeds the weights, the noise and the data order", check=non_negative)
+    output_dir: str = setting("", "run directory (default: runs/<task>-<date>-<time>)", resume="free")
+    resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
 
 
 def flag_name(field_name: str) -> str:

@@ -9,8 +9,8 @@ Each epoch logs val_loss (the validation MSE) and writes samples/reconstructions
 codes.pt, TensorBoard's projector of the codes, samples/tsne_<iteration>.png and samples/random_codes_<iteration>.png.
 """
 
-from runner.autoencode import AutoencodeSettings, train
 from runner.cli import launch
+from tasks.autoencode import AutoencodeSettings, train
 
 if __name__ == "__main__":
     launch(AutoencodeSettings, train, prog="autoencode.py", description=__doc__)

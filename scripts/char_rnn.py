@@ -13,7 +13,7 @@ Options of each command: python scripts/char_rnn.py train --help, python scripts
 
 import sys
 
-from runner.char_rnn import main
+from tasks.char_rnn import main
 
 if __name__ == "__main__":
     main(sys.argv[1:], description=__doc__)

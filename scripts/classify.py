@@ -10,7 +10,7 @@ python scripts/classify.py --resume runs/classify-<time> --max-epochs 40
 """
 
 from runner.cli import launch
-from runner.supervised import ClassifySettings, train
+from tasks.supervised import ClassifySettings, train
 
 if __name__ == "__main__":
     launch(ClassifySettings, train, prog="classify.py", description=__doc__)

@@ -6,15 +6,9 @@ python scripts/image_gan.py train --resume runs/image_gan-<time> --max-iters 600
 python scripts/image_gan.py generate --checkpoint runs/image_gan-<time> --n 64 --out best.png
 """
 
-from runner.cli import dispatch, launch, launch_tool
-from runner.image_gan import GenerateSettings, ImageGanSettings, generate, train
+import sys
+
+from tasks.image_gan import main
 
 if __name__ == "__main__":
-    dispatch(
-        {
-            "train": lambda argv: launch(ImageGanSettings, train, "image_gan.py train", __doc__, argv),
-            "generate": lambda argv: launch_tool(GenerateSettings, generate, "image_gan.py generate", __doc__, argv),
-        },
-        prog="image_gan.py",
-        description=__doc__,
-    )
+    main(sys.argv[1:], description=__doc__)

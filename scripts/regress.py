@@ -6,7 +6,7 @@ python scripts/regress.py --dataset california --model wide_deep --data-dir data
 """
 
 from runner.cli import launch
-from runner.supervised import RegressSettings, train
+from tasks.supervised import RegressSettings, train
 
 if __name__ == "__main__":
     launch(RegressSettings, train, prog="regress.py", description=__doc__)

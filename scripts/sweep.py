@@ -5,7 +5,7 @@ python scripts/sweep.py atari_gan --n-trials 20 --storage runs/sweep.journal --n
 """
 
 from runner.errors import exit_cleanly
-from runner.sweep import main
+from tasks.sweep import main
 
 if __name__ == "__main__":
     exit_cleanly(main, "sweep.py")

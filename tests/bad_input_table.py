@@ -44,11 +44,11 @@ class Case:
 
 def launchers() -> dict[str, type]:
     """The settings dataclass of every command whose flags are generated from one."""
-    from runner.atari_gan import AtariGanSettings
-    from runner.autoencode import AutoencodeSettings
-    from runner.char_rnn import CharRnnSettings
-    from runner.image_gan import GenerateSettings, ImageGanSettings
-    from runner.supervised import ClassifySettings, RegressSettings
+    from tasks.atari_gan import AtariGanSettings
+    from tasks.autoencode import AutoencodeSettings
+    from tasks.char_rnn import CharRnnSettings
+    from tasks.image_gan import GenerateSettings, ImageGanSettings
+    from tasks.supervised import ClassifySettings, RegressSettings
 
     return {
         "atari_gan.py": AtariGanSettings,

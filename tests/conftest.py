@@ -84,7 +84,7 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (12, 10), nes
 def smoke_fid_cache(tmp_path_factory):
     """Atari-FID's classifier for 16x16 frames, trained once per session with a smoke-size recipe into a temporary
     cache that every launcher subprocess finds through $IGNITE_BOOK_CACHE (the real recipe takes tens of seconds)."""
-    import runner.atari_fid as atari_fid
+    import tasks.atari_fid as atari_fid
 
     cache = tmp_path_factory.mktemp("fid-cache")
     os.environ["IGNITE_BOOK_CACHE"] = str(cache)
@@ -101,14 +101,25 @@ def smoke_fid_cache(tmp_path_factory):
 @pytest.fixture
 def tiny_settings():
     """AtariGanSettings at smoke size for in-process runs."""
-    from runner.atari_gan import AtariGanSettings
     from runner.settings import make_settings
+    from tasks.atari_gan import AtariGanSettings
 
     def build(output_dir: Path, **overrides):
         values = dict(
-            dev="cpu", image_size=16, filters=4, batch_size=4, latent_size=8, seed=1, max_iters=20, log_every=1,
-            checkpoint_every=5, image_every=10, eval_every=0, fid_samples=64, output_dir=str(output_dir),
-        )  # fmt: skip
+            dev="cpu",
+            image_size=16,
+            filters=4,
+            batch_size=4,
+            latent_size=8,
+            seed=1,
+            max_iters=20,
+            log_every=1,
+            checkpoint_every=5,
+            image_every=10,
+            eval_every=0,
+            fid_samples=64,
+            output_dir=str(output_dir),
+        )
         return make_settings(AtariGanSettings, {**values, **overrides})
 
     return build

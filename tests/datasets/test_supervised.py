@@ -49,9 +49,8 @@ def check_items(data) -> None:
 
 
 def test_registry_names_and_kinds():
-    assert dataset_names("classification") == [
-        "digits", "atari_games", "mnist", "fashion_mnist", "cifar10", "image_folder", "dogs_vs_cats",
-    ]  # fmt: skip
+    classification = ["digits", "atari_games", "mnist", "fashion_mnist", "cifar10", "image_folder", "dogs_vs_cats"]
+    assert dataset_names("classification") == classification
     assert dataset_names("regression") == ["diabetes", "linear", "california"]
     assert set(DATASETS) == set(dataset_names("classification")) | set(dataset_names("regression"))
     with pytest.raises(ValueError, match="unknown kind"):
@@ -120,7 +119,7 @@ def test_linear_is_the_books_line():
 
 
 def test_atari_games_draws_200_and_50_frames_per_game_from_two_seeds(monkeypatch):
-    from runner.atari_fid import FID_GAMES
+    from tasks.atari_fid import FID_GAMES
 
     calls = []
 

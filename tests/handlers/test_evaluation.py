@@ -5,7 +5,7 @@ import pytest
 from ignite.engine import Engine, Events
 from ignite.handlers import EarlyStopping
 
-from handlers.evaluation import PeriodicEvaluation
+from handlers.evaluation import PeriodicEvaluation, attach_scheduled_early_stopping
 from handlers.metrics_log import MetricsLog, read_records
 from handlers.pruning import OptunaPruning
 
@@ -82,3 +82,16 @@ def test_pruning_step_can_be_the_epoch_for_epoch_based_tasks():
     evaluator.add_event_handler(Events.COMPLETED, OptunaPruning(trial, "fid", trainer, step=lambda t: t.state.epoch))
     trainer.run([1.0, 1.0], max_epochs=2)
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 3.0, 2: 2.0}
+
+
+def test_early_stopping_counts_only_scheduled_validations():
+    trainer = Engine(lambda engine, batch: None)
+    evaluator = Engine(lambda engine, batch: None)
+    scores = iter([5.0, 6.0, 7.0, 8.0])
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: e.state.metrics.update(perplexity=next(scores)))
+    stopper = attach_scheduled_early_stopping(evaluator, trainer, 2, lambda e: -e.state.metrics["perplexity"], every=4)
+    # validations at iterations 4 (scheduled), 6 (off schedule: a stopped run's last one), 8 (scheduled)
+    for iteration in (4, 6, 8):
+        trainer.state.iteration = iteration
+        evaluator.run([0])
+    assert stopper.counter == 1 and not trainer.should_terminate

@@ -25,12 +25,23 @@ def conv(c_in: int, c_out: int) -> tuple:
 def test_layers_at_the_books_sizes_are_the_books():
     model = ConvAutoencoder()  # the defaults are the chapter's sizes
     assert [describe(layer) for layer in model.encoder] == [
-        conv(1, 14), ("Tanh",), conv(14, 7), ("Tanh",), ("Flatten",), ("Linear", 7 * 28 * 28, 28), ("Tanh",),
-    ]  # fmt: skip
+        conv(1, 14),
+        ("Tanh",),
+        conv(14, 7),
+        ("Tanh",),
+        ("Flatten",),
+        ("Linear", 7 * 28 * 28, 28),
+        ("Tanh",),
+    ]
     assert [describe(layer) for layer in model.decoder] == [
-        ("Linear", 28, 7 * 28 * 28), ("Tanh",), ("Unflatten", (7, 28, 28)),
-        conv(7, 14), ("Tanh",), conv(14, 1), ("Tanh",),
-    ]  # fmt: skip
+        ("Linear", 28, 7 * 28 * 28),
+        ("Tanh",),
+        ("Unflatten", (7, 28, 28)),
+        conv(7, 14),
+        ("Tanh",),
+        conv(14, 1),
+        ("Tanh",),
+    ]
 
 
 def test_encode_decode_and_forward_shapes_and_ranges_at_other_sizes():

@@ -158,15 +158,20 @@ def test_anime_pair_at_96_has_the_books_exact_layers():
     generator = Generator(96, 3, 64, 100, bias=False)
     d_convs = [describe(m) for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
     assert d_convs == [
-        conv("Conv2d", 3, 64, 5, 3, 1), conv("Conv2d", 64, 128, 4, 2, 1), conv("Conv2d", 128, 256, 4, 2, 1),
-        conv("Conv2d", 256, 512, 4, 2, 1), conv("Conv2d", 512, 1, 4, 1, 0),
-    ]  # fmt: skip
+        conv("Conv2d", 3, 64, 5, 3, 1),
+        conv("Conv2d", 64, 128, 4, 2, 1),
+        conv("Conv2d", 128, 256, 4, 2, 1),
+        conv("Conv2d", 256, 512, 4, 2, 1),
+        conv("Conv2d", 512, 1, 4, 1, 0),
+    ]
     g_convs = [describe(m) for m in generator.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert g_convs == [
-        conv("ConvTranspose2d", 100, 512, 4, 1, 0), conv("ConvTranspose2d", 512, 256, 4, 2, 1),
-        conv("ConvTranspose2d", 256, 128, 4, 2, 1), conv("ConvTranspose2d", 128, 64, 4, 2, 1),
+        conv("ConvTranspose2d", 100, 512, 4, 1, 0),
+        conv("ConvTranspose2d", 512, 256, 4, 2, 1),
+        conv("ConvTranspose2d", 256, 128, 4, 2, 1),
+        conv("ConvTranspose2d", 128, 64, 4, 2, 1),
         conv("ConvTranspose2d", 64, 3, 5, 3, 1),
-    ]  # fmt: skip
+    ]
     assert all(m.bias is None for m in [*discriminator.modules(), *generator.modules()] if hasattr(m, "padding"))
     assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in discriminator.modules()) == 4
     images = generator(torch.randn(2, 100, 1, 1))

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, losses, run_launcher, start_launcher, wait_for_iteration, write_images
-from handlers.checkpoint import checkpoint_files
 from handlers.metrics_log import read_records, records_by_iteration
+from runner.checkpoint_files import ResumePoint, checkpoint_files
 from runner.distributed import PerRank, checked_world, rank_seed
 from runner.errors import UserError
 
@@ -67,8 +67,8 @@ def test_torchrun_runs_the_same_training_as_nproc_per_node(two_process_run, tmp_
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     args = [a for a in TWO if a not in ("--nproc-per-node", "2")] + ["--max-iters", "8", "--output-dir", str(run_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*torchrun, str(REPO / "scripts" / "atari_gan.py"), *args], capture_output=True,
-                            text=True, timeout=180, cwd=REPO, env=env)  # fmt: skip
+    command = [*torchrun, str(REPO / "scripts" / "atari_gan.py"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr
     assert losses(run_dir, range(1, 9)) == losses(two_process_run, range(1, 9))
 
@@ -148,11 +148,11 @@ def test_each_rank_has_its_own_seed_and_one_process_keeps_the_users():
 
 
 def test_a_checkpoint_of_another_process_count_is_refused_before_anything_runs(tmp_path):
-    from runner.atari_gan import AtariGanSettings
     from runner.settings import make_settings
+    from tasks.atari_gan import AtariGanSettings
 
     settings = make_settings(AtariGanSettings, {"nproc_per_node": 2, "output_dir": str(tmp_path)})
-    one_process = (tmp_path / "checkpoint_5.pt", {"settings": {"nproc_per_node": 1}})
+    one_process = ResumePoint(tmp_path / "checkpoint_5.pt", {"settings": {"nproc_per_node": 1}})
     with pytest.raises(UserError, match="written by 1 process"):
         checked_world(settings, one_process)
     with pytest.raises(UserError, match="resume it with --nproc-per-node 2"):

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-import runner.atari_gan as task
 import runner.files
+import tasks.atari_gan as task
 from conftest import LAUNCHER, REPO, TINY
-from handlers.checkpoint import checkpoint_files, load_checkpoint
 from handlers.metrics_log import records_by_iteration
+from runner.checkpoint_files import ResumePoint, checkpoint_files, load_checkpoint
 from runner.errors import CannotWrite
 from runner.rundir import RunDirectory
 
@@ -27,8 +27,7 @@ class FullDiskFile(io.FileIO):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_full_disk_at_a_checkpoint_stops_in_one_line_and_keeps_the_previous_one(tmp_path, tiny_settings,
-                                                                                   monkeypatch):  # fmt: skip
+def test_a_full_disk_at_a_checkpoint_stops_in_one_line_and_keeps_the_previous_one(tmp_path, tiny_settings, monkeypatch):
     reference = tiny_settings(tmp_path / "reference", max_iters=15, checkpoint_every=5)
     assert task.train(reference).exit_code == 0
     real_open = open
@@ -51,8 +50,8 @@ def test_a_full_disk_at_a_checkpoint_stops_in_one_line_and_keeps_the_previous_on
     load_checkpoint(run_dir / "checkpoints" / "checkpoint_5.pt")  # whole
 
     monkeypatch.undo()  # room again: the run continues from iteration 5 and ends as if nothing happened
-    resumed = task.train(settings, (run_dir / "checkpoints" / "checkpoint_5.pt",
-                                    load_checkpoint(run_dir / "checkpoints" / "checkpoint_5.pt")))  # fmt: skip
+    checkpoint = run_dir / "checkpoints" / "checkpoint_5.pt"
+    resumed = task.train(settings, ResumePoint(checkpoint, load_checkpoint(checkpoint)))
     assert resumed.exit_code == 0
     keys = ("loss_gen", "loss_dis", "avg_loss_gen")
     ours, theirs = (records_by_iteration(d / "metrics.jsonl") for d in (run_dir, tmp_path / "reference"))
@@ -74,8 +73,10 @@ def test_writes_the_kernel_refuses_end_the_real_launcher_with_one_line_and_no_tr
     run_dir = tmp_path / "small"
     args = [*TINY, "--max-iters", "20", "--checkpoint-every", "5", "--eval-every", "0", "--log-every", "1"]
     args += ["--output-dir", str(run_dir)]
-    result = subprocess.run([sys.executable, str(LAUNCHER), *args], capture_output=True, text=True, timeout=120,
-                            cwd=REPO, preexec_fn=refuse_writes_beyond(40_000))  # fmt: skip
+    command = [sys.executable, str(LAUNCHER), *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=REPO, preexec_fn=refuse_writes_beyond(40_000)
+    )
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [

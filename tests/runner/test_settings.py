@@ -5,7 +5,6 @@ from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
-from runner.atari_gan import AtariGanSettings
 from runner.errors import UserError
 from runner.settings import (
     flag_name,
@@ -16,6 +15,7 @@ from runner.settings import (
     setting,
     settings_dict,
 )
+from tasks.atari_gan import AtariGanSettings
 
 
 def one_or_two_words(value: str) -> None:

@@ -11,10 +11,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import LAUNCHER, TINY, losses, run_launcher, start_launcher, tree_digest, wait_for_iteration
-from handlers.checkpoint import checkpoint_files
 from handlers.metrics_log import read_records, records_by_iteration
-from runner.atari_gan import AtariGanSettings, train
+from runner.checkpoint_files import checkpoint_files
 from runner.cli import launch
+from tasks.atari_gan import AtariGanSettings, train
 
 SEEDED = [*TINY, "--seed", "1", "--log-every", "1"]
 
@@ -39,7 +39,7 @@ def test_a_bug_keeps_its_traceback_and_exit_adds_nothing_after_it(tmp_path):
         "def broken(self, record):\n"
         "    raise RuntimeError('a bug in a handler')\n"
         "metrics_log.MetricsLog.write = broken\n"
-        "from runner.atari_gan import AtariGanSettings, train\n"
+        "from tasks.atari_gan import AtariGanSettings, train\n"
         "from runner.cli import launch\n"
         "launch(AtariGanSettings, train, prog='atari_gan.py', description='')\n"
     )

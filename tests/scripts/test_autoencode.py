@@ -5,13 +5,13 @@ from PIL import Image
 
 from conftest import REPO, run_launcher
 from handlers.metrics_log import read_records
-from runner.autoencode import AutoencodeSettings, train
 from runner.cli import launch
+from tasks.autoencode import AutoencodeSettings, train
 
 SCRIPT = REPO / "scripts" / "autoencode.py"
 # The book's model at smoke size (digits upscaled to 12x12 only, 4 and 2 channels, 8-d codes), 2 epochs of 24 batches.
-TINY = ["--dev", "cpu", "--digits-size", "12", "--conv-widths", "4", "2", "--code-size", "8", "--lr", "0.05",
-        "--embed-points", "60"]  # fmt: skip
+TINY = ["--dev", "cpu", "--digits-size", "12", "--conv-widths", "4", "2", "--code-size", "8", "--lr", "0.05"]
+TINY += ["--embed-points", "60"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,8 +62,10 @@ def test_resuming_a_finished_run_has_nothing_to_do(launched, capsys):
 def test_a_bad_flag_is_one_line_and_exit_2_from_the_real_process(tmp_path):
     result = run_launcher(*TINY, "--kernel-size", "4", "--output-dir", str(tmp_path / "x"), script=SCRIPT)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["autoencode.py: error: --kernel-size 4: must be a positive odd number "
-                                          "(a 'same' padding keeps the image size only then)"]  # fmt: skip
+    assert result.stderr.splitlines() == [
+        "autoencode.py: error: --kernel-size 4: must be a positive odd number "
+        "(a 'same' padding keeps the image size only then)"
+    ]
     assert not (tmp_path / "x").exists()
 
 

@@ -7,11 +7,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import REPO, run_launcher
 from handlers.metrics_log import read_records
-from runner.char_rnn import main
+from tasks.char_rnn import main
 
 SCRIPT = REPO / "scripts" / "char_rnn.py"
-TINY = ["--embedding-dim", "8", "--hidden-size", "24", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16",
-        "--lr", "0.01", "--dropout", "0"]  # fmt: skip
+TINY = ["--embedding-dim", "8", "--hidden-size", "24", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
+TINY += ["--lr", "0.01", "--dropout", "0"]
 
 
 def char_rnn(*args: str):
@@ -57,9 +57,9 @@ def test_bad_flags_exit_2_with_one_line_from_a_real_process(trained):
         (["train", "--corpus", "sonnets"], "--corpus sonnets: choose one of coriolanus, tang_poems"),
         (["train", "--text", "no-such-file.txt"], "--text no-such-file.txt: no such file"),
         (["train", "--batch-size", "400", "--seq-len", "125"], "too short for --batch-size 400 --seq-len 125"),
-        (["generate"], "the following arguments are required: --checkpoint"),
+        (["generate"], "--checkpoint is required"),
         (["generate", "--checkpoint", "no-such-run"], "--checkpoint no-such-run: no such file or directory"),
-        (["generate", "--checkpoint", "x", "--length", "0"], "--length must be positive"),
+        (["generate", "--checkpoint", "x", "--length", "0"], "--length 0: must be positive"),
         (["generate", "--checkpoint", "x", "--prefix", "a", "--acrostic", "b"], "give --prefix or --acrostic"),
     ],
 )

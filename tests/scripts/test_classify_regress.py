@@ -11,8 +11,8 @@ from conftest import REPO
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.cli import launch
 from runner.errors import UserError
-from runner.export import load_exported
-from runner.supervised import ClassifySettings, RegressSettings, train
+from tasks.predict import load_exported
+from tasks.supervised import ClassifySettings, RegressSettings, train
 
 
 def run(settings_cls, *argv: str) -> int:
@@ -37,8 +37,9 @@ def test_classify_default_learns_digits_and_logs_val_accuracy_each_epoch(classif
     assert len(accuracy) == 3 and accuracy[-1] > accuracy[0] and accuracy[-1] > 0.85
     confusion = evaluations(classified, "val_confusion")[-1]
     assert len(confusion) == 10 and sum(map(sum, confusion)) == 359  # every validation digit counted once
-    best_iteration = max(records_by_iteration(classified / "metrics.jsonl").items(),
-                         key=lambda item: item[1].get("val_accuracy", -1))[0]  # fmt: skip
+    best_iteration = max(
+        records_by_iteration(classified / "metrics.jsonl").items(), key=lambda item: item[1].get("val_accuracy", -1)
+    )[0]
     assert [p.name for p in classified.glob("checkpoints/best_*.pt")] == [f"best_{best_iteration}.pt"]
 
 
@@ -74,8 +75,8 @@ def test_regress_default_val_rmse_falls_and_learns_the_books_line(tmp_path):
 
 def test_wide_and_deep_with_auxiliary_output_trains_on_its_two_inputs(tmp_path):
     run_dir = tmp_path / "W"
-    assert run(RegressSettings, "--dataset", "diabetes", "--model", "wide_deep", "--optimizer", "adam", "--lr", "0.05",
-               "--max-epochs", "3", "--output-dir", str(run_dir)) == 0  # fmt: skip
+    flags = ["--dataset", "diabetes", "--model", "wide_deep", "--optimizer", "adam", "--lr", "0.05"]
+    assert run(RegressSettings, *flags, "--max-epochs", "3", "--output-dir", str(run_dir)) == 0
     rmse = evaluations(run_dir, "val_rmse")
     assert rmse[-1] < rmse[0]
     scripted = torch.jit.load(str(run_dir / "export" / "model.ts"))
@@ -103,11 +104,9 @@ def test_bad_input_is_one_line_and_exit_2(settings_cls, argv, message, tmp_path,
 
 def test_classify_sweep_gives_a_maximizing_study_with_its_trials(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "sweep.py"), "classify", "--n-trials", "2", "--max-epochs", "2",
-         "--storage", storage, "--study-name", "c", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "sweep.py"), "classify", "--n-trials", "2", "--max-epochs", "2"]
+    command += ["--storage", storage, "--study-name", "c", "--output-dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="c", storage=storage)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -120,7 +119,7 @@ def test_predict_prints_top_k_labels_for_image_files(classified, tmp_path, capsy
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from runner.predict import main as predict
+    from tasks.predict import main as predict
 
     digits = load_digits()
     paths = []
@@ -138,11 +137,11 @@ def test_predict_prints_top_k_labels_for_image_files(classified, tmp_path, capsy
 
 
 def test_predict_standardises_raw_feature_rows_like_the_training_data(tmp_path, capsys):
-    from runner.predict import main as predict
+    from tasks.predict import main as predict
 
     run_dir = tmp_path / "D"
-    assert run(RegressSettings, "--dataset", "diabetes", "--model", "mlp", "--optimizer", "adam", "--lr", "0.01",
-               "--max-epochs", "30", "--output-dir", str(run_dir)) == 0  # fmt: skip
+    flags = ["--dataset", "diabetes", "--model", "mlp", "--optimizer", "adam", "--lr", "0.01", "--max-epochs", "30"]
+    assert run(RegressSettings, *flags, "--output-dir", str(run_dir)) == 0
     from sklearn.datasets import load_diabetes
 
     features, targets = load_diabetes(return_X_y=True, scaled=False)
@@ -155,7 +154,7 @@ def test_predict_standardises_raw_feature_rows_like_the_training_data(tmp_path, 
 
 
 def test_predict_refuses_mismatched_inputs_in_one_line(classified, tmp_path):
-    from runner.predict import main as predict
+    from tasks.predict import main as predict
 
     with pytest.raises(UserError, match="takes 64 numbers per row"):
         predict([str(classified), "--values", "1,2,3"])
@@ -167,11 +166,12 @@ def test_predict_refuses_mismatched_inputs_in_one_line(classified, tmp_path):
 
 
 def test_a_finished_run_resumed_again_reports_its_best_score_without_training(classified):
-    from handlers.checkpoint import find_checkpoint
+    from runner.checkpoint_files import find_checkpoint
     from runner.settings import make_settings
 
-    settings = make_settings(ClassifySettings, {**ClassifySettings.recipe({}), "max_epochs": 3,
-                                                "output_dir": str(classified)})  # fmt: skip
+    settings = make_settings(
+        ClassifySettings, {**ClassifySettings.recipe({}), "max_epochs": 3, "output_dir": str(classified)}
+    )
     result = train(settings, find_checkpoint(classified))
     assert result.exit_code == 0 and result.epoch == 3
-    assert result.best_score == max(evaluations(classified, "val_accuracy"))
+    assert result.best == max(evaluations(classified, "val_accuracy"))

@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import REPO, run_launcher, tree_digest, write_images
 from handlers.metrics_log import records_by_iteration
 from runner.cli import dispatch, launch, launch_tool
-from runner.image_gan import GenerateSettings, ImageGanSettings, generate, train
+from tasks.image_gan import GenerateSettings, ImageGanSettings, generate, train
 
 SCRIPT = REPO / "scripts" / "image_gan.py"
 TINY = ["--dev", "cpu", "--image-size", "24", "--filters", "4", "--latent-size", "8", "--batch-size", "4"]
@@ -32,12 +32,12 @@ def losses(run_dir):
 
 def test_train_then_generate_writes_the_best_images_as_a_sheet(faces, tmp_path):
     """The issue's acceptance commands (at a smaller size)."""
-    trained = run_launcher("train", "--data-dir", str(faces), *TINY, "--max-iters", "10", "--output-dir",
-                           str(tmp_path / "G"), script=SCRIPT)  # fmt: skip
+    flags = ["--data-dir", str(faces), *TINY, "--max-iters", "10", "--output-dir", str(tmp_path / "G")]
+    trained = run_launcher("train", *flags, script=SCRIPT)
     assert trained.returncode == 0, trained.stderr
     assert (tmp_path / "G" / "samples" / "fake_0000010.png").exists()
-    made = run_launcher("generate", "--checkpoint", str(tmp_path / "G"), "--n", "8", "--candidates", "32",
-                        "--out", str(tmp_path / "best.png"), script=SCRIPT)  # fmt: skip
+    flags = ["--checkpoint", str(tmp_path / "G"), "--n", "8", "--candidates", "32", "--out", str(tmp_path / "best.png")]
+    made = run_launcher("generate", *flags, script=SCRIPT)
     assert made.returncode == 0, made.stderr
     with Image.open(tmp_path / "best.png") as sheet:
         assert sheet.size[0] > 24 * 2  # a grid of several 24x24 images

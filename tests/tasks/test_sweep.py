@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import runner.sweep as sweep
+import tasks.sweep as sweep
 from conftest import REPO, tree_digest
 from handlers.metrics_log import read_records
 from runner.errors import UserError
@@ -22,8 +22,8 @@ TASK_FLAGS = ["--max-iters", "12", "--eval-every", "6", "--image-size", "16", "-
 
 def sweep_command(output: Path, *extra: str, storage: str | None = None) -> list[str]:
     storage = storage or f"sqlite:///{output}/study.db"
-    return [sys.executable, str(SWEEP), "atari_gan", "--n-trials", "3", "--storage", storage, "--study-name", "t",
-            "--output-dir", str(output), *TASK_FLAGS, *extra]  # fmt: skip
+    flags = ["--n-trials", "3", "--storage", storage, "--study-name", "t", "--output-dir", str(output)]
+    return [sys.executable, str(SWEEP), "atari_gan", *flags, *TASK_FLAGS, *extra]
 
 
 def load(output: Path, storage: str | None = None) -> optuna.Study:
@@ -77,8 +77,9 @@ def test_killed_at_a_random_moment_and_run_again_ends_with_exactly_n_trials(fini
     # On a fast machine the kill can land after the trial's last checkpoint (iteration 12), before it was told.
     resumable = bool(saved) and "checkpoint_12.pt" not in saved
 
-    result = subprocess.run(sweep_command(output, "--checkpoint-every", "3"), capture_output=True, text=True,
-                            timeout=300, cwd=REPO)  # fmt: skip
+    result = subprocess.run(
+        sweep_command(output, "--checkpoint-every", "3"), capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr
     trials = load(output).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # the killed trial was adopted, not failed
@@ -93,11 +94,11 @@ def test_killed_at_a_random_moment_and_run_again_ends_with_exactly_n_trials(fini
 def test_two_workers_on_a_journal_storage_finish_exactly_n_trials(tmp_path):
     output = tmp_path / "J"
     storage = str(output / "sweep.journal")
-    result = subprocess.run(sweep_command(output, "--n-workers", "2", storage=storage), capture_output=True,
-                            text=True, timeout=300, cwd=REPO)  # fmt: skip
+    command = sweep_command(output, "--n-workers", "2", storage=storage)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    trials = load(output, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(storage))).get_trials()  # fmt: skip
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    trials = load(output, storage=journal).get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers took trials
 
@@ -114,33 +115,6 @@ def test_a_pruned_trial_is_recorded_as_pruned_not_complete(tmp_path, monkeypatch
     assert frozen.state == TrialState.PRUNED
     assert list(frozen.intermediate_values) == [4]
     assert not (tmp_path / "trial_0000" / "checkpoints" / "checkpoint_8.pt").exists()
-
-
-def test_an_orphan_is_a_running_trial_of_a_dead_process_on_this_machine():
-    study = optuna.create_study()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    trials = {name: study.ask() for name in ("alive", "dead", "elsewhere", "twin", "rebooted", "container")}
-    for trial in trials.values():
-        sweep.claim(study, trial)
-    for name in ("dead", "elsewhere", "twin", "container"):
-        study._storage.set_trial_user_attr(trials[name]._trial_id, "pid", int(dead.stdout))
-    attrs = {"elsewhere": ("host", "another-machine"), "twin": ("machine_id", "0" * 32),  # a clone with our name
-             "rebooted": ("boot", "an-earlier-boot"), "container": ("pid_namespace", 1)}  # fmt: skip
-    for name, (key, value) in attrs.items():
-        study._storage.set_trial_user_attr(trials[name]._trial_id, key, value)
-    orphans = [sweep.is_orphaned(t) for t in study.get_trials()]
-    assert orphans == [False, True, False, False, True, False]  # rebooted: its process is gone whatever its pid
-
-
-def test_workers_asking_side_by_side_get_different_suggestions(tmp_path):
-    storage = optuna.storages.InMemoryStorage()
-    space = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}
-    workers = [sweep.open_study(storage, "s", "minimize", seed=0) for _ in range(2)]  # both opened on 0 trials
-    suggested = [sweep.suggest(sweep.next_trial(w, storage, 4, tmp_path, seed=0), space) for w in workers]
-    assert suggested[0] != suggested[1]
-    again = optuna.storages.InMemoryStorage()  # the same sweep again: the same suggestions
-    workers = [sweep.open_study(again, "s", "minimize", seed=0) for _ in range(2)]
-    assert [sweep.suggest(sweep.next_trial(w, again, 4, tmp_path, seed=0), space) for w in workers] == suggested
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import pytest
 import torch
 from ignite.metrics import FID
 
-import runner.atari_fid as atari_fid
+import tasks.atari_fid as atari_fid
 from datasets.atari import DEFAULT_GAMES, spaced_frames
 from engines.gan import create_fid_evaluator, fid_batches
 from models.dcgan import Generator

@@ -15,17 +15,13 @@ global ``--batch-size`` is split over the processes, and each evaluates a disjoi
 metrics Ignite reduces over the processes: they are the whole set's.
 """
 
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
-import optuna
 import torch
-from ignite.engine import Engine, Events
-from ignite.handlers import TerminateOnNan
+from ignite.engine import Events
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from datasets.supervised import load_dataset
@@ -37,27 +33,23 @@ from engines.supervised import (
     create_supervised_trainer_for,
     regression_metrics,
 )
-from handlers import ExactResume, GracefulStop, MetricsLog, Throughput, attach_progress, output_is_finite
-from handlers.checkpoint import GeneratorState, run_dir_of_checkpoint
+from handlers.checkpoint import GeneratorState
 from handlers.evaluation import PeriodicEvaluation, keep_best
-from handlers.logging import attach_running_averages, attach_tensorboard
 from handlers.lr_decay import DecayOnRise
-from handlers.metrics_log import records_by_iteration
 from models.book_models import AUX_WEIGHT, MODEL_KINDS, build_model, split_wide_deep
-from runner.device import resolve_device
-from runner.distributed import (
-    is_main_process,
-    open_run_directory,
-    rank_batch_size,
-    rank_device,
-    rank_seed,
-    world_size,
-    wrap_model,
-)
+from runner.checkpoint_files import ResumePoint
+from runner.distributed import rank_batch_size, world_size, wrap_model
 from runner.errors import UserError, say
-from runner.export import export_model
-from runner.rng import seed_everything
-from runner.settings import in_open_unit_interval, non_negative, positive, setting, settings_dict
+from runner.settings import (
+    in_open_unit_interval,
+    non_negative,
+    positive,
+    positive_sizes,
+    setting,
+)
+from tasks.parts import Attached, EpochRunSettings, Parts, RunContext, Scoring
+from tasks.predict import export_model
+from tasks.standard_run import Task
 
 # The books' settings per model (seed-tasks.md). Flags given on the command line override them.
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
@@ -78,11 +70,6 @@ OPTIMIZERS = {
     "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
     "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
 }
-# What scripts/sweep.py searches: chapter 003's space (hidden width applies to both hidden layers).
-SEARCH_SPACE = {
-    "lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
-    "width": optuna.distributions.IntDistribution(20, 300),
-}
 
 
 def known_optimizer(name: str) -> None:
@@ -95,39 +82,27 @@ def factor(value: float) -> None:
         raise ValueError("must be in (0, 1]")
 
 
-def positive_sizes(sizes: tuple[int, ...]) -> None:
-    if any(size < 1 for size in sizes):
-        raise ValueError("sizes must be positive")
-
-
 @dataclass(frozen=True)
-class SupervisedSettings:
+class SupervisedSettings(EpochRunSettings):
     kind = "classification"  # class attribute, not a setting: which datasets and models fit
-    # where, how long, how often
-    dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
     seed: int = setting(0, "seeds the weights, the split, the shuffling and dropout", check=non_negative)
-    output_dir: str = setting("", "run directory (default: runs/<task>-<date>-<time>)", resume="free")
-    resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
+    # how long, how often
     max_epochs: int = setting(
         20,
         "total epochs, a resumed run continues up to it (default: the model's recipe)",
         check=positive,
         resume="free",
     )
-    log_every: int = setting(50, "iterations between metrics.jsonl records", check=positive, resume="free")
-    checkpoint_every: int = setting(1, "epochs between checkpoints", check=positive, resume="free")
-    keep_checkpoints: int = setting(2, "checkpoints kept on disk", check=positive, resume="free")
-    patience: int = setting(0, "stop after this many epochs without a better score (0: never)", check=non_negative,
-                            resume="free")  # fmt: skip
-    num_workers: int = setting(0, "data loader worker processes", check=non_negative, resume="free")
     # data and model
     dataset: str = setting("digits", "data set (see --help of the task for the list)")
-    data_dir: str = setting("", "folder with a local copy of the data set (downloaded there when online)",
-                            resume="free")  # fmt: skip
+    data_dir: str = setting(
+        "", "folder with a local copy of the data set (downloaded there when online)", resume="free"
+    )
     model: str = setting("small_cnn", "architecture, named after the book's (small_cnn: the offline default)")
     hidden: tuple[int, ...] = setting((), "hidden layer sizes of an MLP (default: the book's)", check=positive_sizes)
-    width: int = setting(0, "one size for every hidden layer of an MLP, as chapter 003's sweep (0: unused)",
-                         check=non_negative)  # fmt: skip
+    width: int = setting(
+        0, "one size for every hidden layer of an MLP, as chapter 003's sweep (0: unused)", check=non_negative
+    )
     # optimization
     optimizer: str = setting("sgd", "sgd or adam (default: the model's recipe)", check=known_optimizer)
     lr: float = setting(0.02, "learning rate (default: the model's recipe)", check=positive)
@@ -173,29 +148,10 @@ class RegressSettings(SupervisedSettings):
     lr: float = setting(0.02, "learning rate", check=positive)
 
 
-@dataclass
-class RunResult:
-    exit_code: int
-    epoch: int
-    best_score: float | None  # the best validation accuracy (classification) or RMSE (regression)
-
-
-@dataclass
-class Scoring:
-    """What a task kind optimizes: the evaluator metric, its record name, and which way is better."""
-
-    metric: str
-    sign: float  # +1: higher is better
-
-    @property
-    def record_name(self) -> str:
-        return f"val_{self.metric}"
-
-    def score(self, engine: Engine) -> float:
-        return self.sign * float(engine.state.metrics[self.metric])
-
-
-SCORING = {"classification": Scoring("accuracy", 1.0), "regression": Scoring("rmse", -1.0)}
+SCORING = {
+    "classification": Scoring("accuracy", higher_is_better=True),
+    "regression": Scoring("rmse", higher_is_better=False),
+}
 
 
 def loss_and_metrics(settings: SupervisedSettings, n_outputs: int) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -239,115 +195,60 @@ def make_loaders(
     return train, DataLoader(share, valid_batch, num_workers=workers), sampler
 
 
-def checkpoint_epoch(checkpoint: tuple[Path, dict[str, Any]] | None) -> int | None:
-    """The epochs a checkpoint has trained (None: no checkpoint). Ignite's engine state holds the iteration; epochs
-    are whole here (checkpoints are written between epochs)."""
-    if checkpoint is None:
-        return None
-    engine_state = checkpoint[1]["trainer"]
-    return engine_state["iteration"] // engine_state["epoch_length"]
+class Supervised(Task):
+    """A classifier or a regression, trained epoch by epoch; evaluated, checkpointed and exported between epochs."""
 
+    per_epoch = True
 
-def train(
-    settings: SupervisedSettings,
-    checkpoint: tuple[Path, dict[str, Any]] | None = None,
-    attach_to_evaluator: Callable[[Engine, Engine], None] | None = None,
-) -> RunResult:
-    device = rank_device(resolve_device(settings.dev))
-    resumed_epoch = checkpoint_epoch(checkpoint)
-    if resumed_epoch is not None and resumed_epoch >= settings.max_epochs:
-        if is_main_process():
-            say(f"nothing to do: {checkpoint[0]} is at epoch {resumed_epoch}; raise --max-epochs to train further")
-        # A finished run still has its result: a sweep that adopts it after a kill needs its best score.
-        metrics_path = run_dir_of_checkpoint(checkpoint[0]) / "metrics.jsonl"
-        return RunResult(0, resumed_epoch, best_recorded(metrics_path, SCORING[settings.kind]))
-    data = load_data(settings)
-    scoring = SCORING[settings.kind]
-    run_dir = Path(settings.output_dir)
-    continuing = checkpoint is not None and run_dir.resolve() == run_dir_of_checkpoint(checkpoint[0]).resolve()
-    with open_run_directory(run_dir, continuing=continuing) as run:
-        main = is_main_process()
-        if main:
-            run.write_config(settings_dict(settings))
-        seed_everything(settings.seed)
+    @property
+    def scoring(self) -> Scoring:
+        return SCORING[self.settings.kind]
+
+    def prepare(self, device: torch.device, resume: ResumePoint | None) -> Any:
+        return load_data(self.settings)
+
+    def build(self, data: Any, device: torch.device) -> Parts:
+        settings = self.settings
         try:
             model = build_model(settings.model, data.input_shape, data.n_outputs, settings.hidden_sizes).to(device)
         except ValueError as error:
             raise UserError(f"--model {settings.model} on --dataset {settings.dataset}: {error}") from None
-        loss_fn, metrics = loss_and_metrics(settings, data.n_outputs)
+        loss_fn, self.metrics = loss_and_metrics(settings, data.n_outputs)
         optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), settings)
         shuffle = torch.Generator().manual_seed(settings.seed)
-        train_loader, valid_loader, sampler = make_loaders(settings, data, shuffle)
-        if world_size() > 1:  # same initial weights everywhere (DDP copies rank 0's), each rank its own dropout
-            seed_everything(rank_seed(settings.seed))
-        trained = wrap_model(model)
-        trainer = create_supervised_trainer_for(trained, optimizer, loss_fn, device, model_call(settings))
-        evaluator = create_supervised_evaluator_for(model, metrics, device, model_call(settings))
+        train_loader, self.valid_loader, sampler = make_loaders(settings, data, shuffle)
+        trainer = create_supervised_trainer_for(wrap_model(model), optimizer, loss_fn, device, model_call(settings))
         if sampler is not None:  # before each epoch's loader is made (Ignite makes it after EPOCH_STARTED)
             trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch - 1))
+        self.model, self.optimizer, self.data, self.epoch_length = model, optimizer, data, len(train_loader)
+        to_save = {"model": model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle)}
+        return Parts(trainer, train_loader, to_save)
 
-        # Order matters: metrics and the NaN guard first, then what reports them, checkpoints last.
-        averages = attach_running_averages(trainer, ["loss"])
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())  # the loss is the ranks' mean
-        resumed_at = checkpoint[1]["trainer"]["iteration"] if checkpoint else None
-        tb_logger = metrics_log = None
-        if main:
-            Throughput(settings.log_every, settings.batch_size).attach(trainer)
-            tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
-            metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
-        scalar_metrics = [name for name in metrics if name != "confusion"]
-        PeriodicEvaluation(evaluator, valid_loader, len(train_loader), metrics_log, tb_logger, prefix="val_",
-                           tb_metric_names=scalar_metrics).attach(trainer)  # fmt: skip
-        extra_state = keep_best(trainer, evaluator, {"model": model}, run.checkpoints, scoring.score, settings.patience)
+    def attach_handlers(self, context: RunContext) -> Attached:
+        """Validation after every epoch, the best model kept, early stopping and the lr decay rule if asked."""
+        settings, trainer = self.settings, context.trainer
+        evaluator = create_supervised_evaluator_for(self.model, self.metrics, context.device, model_call(settings))
+        scalars = [name for name in self.metrics if name != "confusion"]  # a confusion matrix is no scalar
+        PeriodicEvaluation(
+            evaluator,
+            self.valid_loader,
+            self.epoch_length,
+            context.metrics_log,
+            context.tb_logger,
+            prefix="val_",
+            tb_metric_names=scalars,
+        ).attach(trainer)
+        models = {"model": self.model}
+        state = keep_best(trainer, evaluator, models, context.run.checkpoints, self.scoring.score, settings.patience)
         if settings.lr_decay < 1:
-            extra_state["lr_decay"] = DecayOnRise(optimizer, settings.lr_decay).attach(trainer)
-        if attach_to_evaluator is not None:
-            attach_to_evaluator(evaluator, trainer)
-        if main:
-            attach_progress(trainer, settings.log_every, ["avg_loss", "iters_per_sec"])
-        to_save = {"trainer": trainer, "model": model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle),
-                   **averages, **extra_state}  # fmt: skip
-        resume = ExactResume(to_save, run.checkpoints, settings.checkpoint_every, settings_dict(settings),
-                             max(2, settings.keep_checkpoints), per_epoch=True).attach(trainer)  # fmt: skip
-        if checkpoint is not None:
-            resume.load(checkpoint[1])
-            if main:
-                record = {"resumed_from": checkpoint[1]["trainer"]["iteration"], "checkpoint": str(checkpoint[0])}
-                metrics_log.write(record)
+            state["lr_decay"] = DecayOnRise(self.optimizer, settings.lr_decay).attach(trainer)
+        return Attached(evaluator, state)
 
-        try:
-            with GracefulStop(trainer) as stop:
-                trainer.run(train_loader, max_epochs=settings.max_epochs)
-        finally:
-            if tb_logger is not None:
-                tb_logger.close()
-        if not main:
-            return RunResult(0, trainer.state.epoch, None)
-        best_score = best_recorded(run.metrics_path, scoring)
-        if output_is_finite(trainer.state.output) and stop.signal_name is None:
-            export_model(model, settings, data, run.path / "export", say)
-        exit_code = report_end(trainer.state, settings, stop.signal_name, resume.last_path, run.path, best_score,
-                               scoring)  # fmt: skip
-        return RunResult(exit_code, trainer.state.epoch, best_score)
+    def finish(self, context: RunContext) -> None:
+        export_model(self.model, self.settings, self.data, context.run.path / "export", say)
+
+    def stop_reason(self) -> str:
+        return f"stopped early (no better {self.scoring.record_name} in {self.settings.patience} epochs)"
 
 
-def best_recorded(metrics_path: Path, scoring: Scoring) -> float | None:
-    values = [r[scoring.record_name] for r in records_by_iteration(metrics_path).values() if scoring.record_name in r]
-    if not values:
-        return None
-    return max(values) if scoring.sign > 0 else min(values)
-
-
-def report_end(state: Any, settings: SupervisedSettings, signal_name: str | None, last_checkpoint: Path | None,
-               run_path: Path, best_score: float | None, scoring: Scoring) -> int:  # fmt: skip
-    if not output_is_finite(state.output):
-        say(f"training stopped at epoch {state.epoch}: the loss became NaN or infinite; "
-            f"the last good checkpoint is {last_checkpoint}")  # fmt: skip
-        return 1
-    how = f"stopped by {signal_name}" if signal_name else "finished"
-    if not signal_name and state.epoch < settings.max_epochs:
-        how = f"stopped early (no better {scoring.record_name} in {settings.patience} epochs)"
-    shown = "n/a" if best_score is None else f"{best_score:.4f}"
-    say(f"{how} at epoch {state.epoch}; best {scoring.record_name} {shown}; checkpoint {last_checkpoint}")
-    say(f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1")
-    return 128 + signal.Signals[signal_name].value if signal_name else 0
+train = Supervised.train

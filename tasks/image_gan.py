@@ -1,12 +1,13 @@
 """The image-folder DCGAN of chapter 004 (AnimeGAN): training on a folder of images, and ranked generation.
 
-Training composes the same GAN engine and handlers as the Atari GAN (``runner.gan_run``), with the book's 96x96 pair
+Training composes the same GAN engine and handlers as the Atari GAN (``tasks.gan``), with the book's 96x96 pair
 (a stride-3 outer stage, LeakyReLU(0.2) in D, no biases), Adam(2e-4, beta1 0.5), batches of 256, the discriminator
 trained every batch and the generator every 5th (``--d-every`` / ``--g-every``).
 
 Generation follows the book: draw ``--candidates`` noises, let D score their images, keep the ``--n`` best.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,16 @@ import torch
 
 from datasets.images import ImageBatches, ImageFiles, UnreadableImageError
 from datasets.prefetch import Prefetched
-from handlers.checkpoint import find_checkpoint
 from handlers.images import image_grid, save_png_atomically
 from models.dcgan import Discriminator, Generator, outer_stage
+from runner.checkpoint_files import ResumePoint, find_checkpoint
+from runner.cli import dispatch, launch, launch_tool
 from runner.device import resolve_device
 from runner.distributed import is_main_process
 from runner.errors import UserError, say
-from runner.gan_run import GanRunSettings, GanTask, train_gan, use_producer
 from runner.settings import from_saved, non_negative, positive, required, setting
+from tasks.gan import GanRunSettings, GanTask, use_producer
+from tasks.parts import AttachToEvaluator, RunResult
 
 LEAKY_SLOPE = 0.2  # the book's discriminator
 
@@ -34,8 +37,12 @@ def image_side(value: int) -> None:
 
 @dataclass(frozen=True)
 class ImageGanSettings(GanRunSettings):
-    data_dir: str = setting("", "folder of images (in it or in sub-folders, any size: resized and centre-cropped)",
-                            check=required, resume="free")  # fmt: skip
+    data_dir: str = setting(
+        "",
+        "folder of images (in it or in sub-folders, any size: resized and centre-cropped)",
+        check=required,
+        resume="free",
+    )
     output_dir: str = setting("", "run directory (default: runs/image_gan-<date>-<time>)", resume="free")
     max_iters: int = setting(
         40_000, "total iterations (about the book's 200 epochs of 50,000 faces)", check=positive, resume="free"
@@ -54,8 +61,9 @@ class ImageGanSettings(GanRunSettings):
     lr: float = setting(2e-4, "Adam learning rate of both networks", check=positive)
     d_every: int = setting(1, "train the discriminator on every N-th batch", check=positive)
     g_every: int = setting(5, "train the generator on every N-th batch", check=positive)
-    workers: int = setting(2, "processes decoding images (0: in the producer thread)", check=non_negative,
-                           resume="free")  # fmt: skip
+    workers: int = setting(
+        2, "processes decoding images (0: in the producer thread)", check=non_negative, resume="free"
+    )
 
 
 def make_stream(settings: ImageGanSettings, device: torch.device) -> ImageBatches | Prefetched:
@@ -85,27 +93,33 @@ def make_networks(settings: Any) -> tuple[Generator, Discriminator]:
     return generator, discriminator
 
 
-@dataclass
-class RunResult:
-    exit_code: int
-    iteration: int
+class ImageGan(GanTask):
+    script = "image_gan.py train"
+
+    def make_stream(self, device: torch.device) -> ImageBatches | Prefetched:
+        return make_stream(self.settings, device)
+
+    def make_networks(self) -> tuple[Generator, Discriminator]:
+        return make_networks(self.settings)
+
+    @classmethod
+    def train(
+        cls, settings: Any, resume: ResumePoint | None = None, attach_to_evaluator: AttachToEvaluator | None = None
+    ) -> RunResult:
+        try:
+            return super().train(settings, resume, attach_to_evaluator)
+        except UnreadableImageError as error:
+            raise UserError(f"--data-dir: {error}; remove or replace the file and resume") from None
 
 
-def train(settings: ImageGanSettings, checkpoint: tuple[Path, dict[str, Any]] | None = None) -> RunResult:
-    task = GanTask("image_gan.py train", make_stream, make_networks)
-    try:
-        outcome = train_gan(task, settings, checkpoint)
-    except UnreadableImageError as error:
-        raise UserError(f"--data-dir: {error}; remove or replace the file and resume") from None
-    if outcome is None:
-        return RunResult(0, checkpoint[1]["trainer"]["iteration"])
-    return RunResult(*outcome[:2])
+train = ImageGan.train
 
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    checkpoint: str = setting("", "a run directory of image_gan.py train, or one of its checkpoint files",
-                              check=required)  # fmt: skip
+    checkpoint: str = setting(
+        "", "a run directory of image_gan.py train, or one of its checkpoint files", check=required
+    )
     out: str = setting("best.png", "PNG sheet to write")
     n: int = setting(64, "images kept (the best by the discriminator's score)", check=positive)
     candidates: int = setting(512, "noises drawn and scored", check=positive)
@@ -131,11 +145,11 @@ def generate(settings: GenerateSettings) -> GenerateResult:
     out = Path(settings.out)
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
-    path, state = find_checkpoint(settings.checkpoint, flag="--checkpoint")
-    trained = from_saved(ImageGanSettings, state["settings"], {}, source=str(path))
+    checkpoint = find_checkpoint(settings.checkpoint, flag="--checkpoint")
+    trained = from_saved(ImageGanSettings, checkpoint.settings, {}, source=str(checkpoint.path))
     generator, discriminator = make_networks(trained)
-    generator.load_state_dict(state["generator"])
-    discriminator.load_state_dict(state["discriminator"])
+    generator.load_state_dict(checkpoint.state["generator"])
+    discriminator.load_state_dict(checkpoint.state["discriminator"])
     generator.to(device).eval()
     discriminator.to(device).eval()
     noise_source = torch.Generator().manual_seed(settings.seed)
@@ -145,6 +159,23 @@ def generate(settings: GenerateSettings) -> GenerateResult:
         scores = torch.cat([discriminator(chunk) for chunk in images.split(256)])
     best = scores.argsort(descending=True)[: settings.n]
     save_png_atomically(image_grid(images[best]), out)
-    iteration = state["trainer"]["iteration"]
-    say(f"wrote the {settings.n} best of {settings.candidates} images (G and D of iteration {iteration}) to {out}")
+    say(
+        f"wrote the {settings.n} best of {settings.candidates} images (G and D of iteration {checkpoint.iteration}) "
+        f"to {out}"
+    )
     return GenerateResult(0, scores[best].tolist())
+
+
+def main(argv: Sequence[str] | None, description: str) -> None:
+    """``image_gan.py train|generate [flags]``."""
+    dispatch(
+        {
+            "train": lambda rest: launch(ImageGanSettings, train, "image_gan.py train", description, rest),
+            "generate": lambda rest: launch_tool(
+                GenerateSettings, generate, "image_gan.py generate", description, rest
+            ),
+        },
+        prog="image_gan.py",
+        description=description,
+        argv=argv,
+    )

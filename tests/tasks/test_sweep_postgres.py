@@ -14,7 +14,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 from test_sweep import sweep_command
 
-import runner.sweep as sweep
+import runner.studies as studies
 from conftest import REPO
 from handlers.metrics_log import read_records
 
@@ -43,11 +43,11 @@ def test_two_workers_on_postgresql_finish_exactly_n_trials_none_lost_none_run_tw
 
 
 def test_the_study_lock_is_one_database_lock_for_every_worker_of_every_machine(tmp_path):
-    storage = sweep.open_storage(URL, tmp_path)
-    key = {"key": sweep.lock_key("a-study")}
+    storage = studies.open_storage(URL, tmp_path)
+    key = {"key": studies.lock_key("a-study")}
     try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
     with storage.engine.connect() as other_machine:
-        with sweep.study_lock(storage, "a-study", tmp_path):
+        with studies.study_lock(storage, "a-study", tmp_path):
             assert other_machine.execute(try_lock, key).scalar() is False  # held: another worker waits
         assert other_machine.execute(try_lock, key).scalar() is True  # released on the way out
         other_machine.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)

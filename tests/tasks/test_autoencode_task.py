@@ -10,12 +10,12 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from threadpoolctl import threadpool_limits
 
-from handlers.checkpoint import find_checkpoint
 from handlers.metrics_log import read_records, records_by_iteration
-from runner.autoencode import AutoencodeSettings, load_images, train
+from runner.checkpoint_files import find_checkpoint
 from runner.cli import resolve_settings
 from runner.errors import UserError
 from runner.settings import make_settings
+from tasks.autoencode import AutoencodeSettings, load_images, train
 
 # The book's architecture at smoke size: digits upscaled to 12x12 only, 4 and 2 channels, 8-d codes. 1,438 training
 # digits in batches of 60: 24 iterations per epoch.
@@ -108,7 +108,7 @@ def test_a_finished_run_resumed_again_writes_only_its_missing_end_outputs(traine
 
     result = train(settings_for(copy), find_checkpoint(copy))
 
-    assert (result.exit_code, result.epoch, result.best_score) == (0, 2, min(val_losses(trained)))
+    assert (result.exit_code, result.epoch, result.best) == (0, 2, min(val_losses(trained)))
     assert decoded_png(copy / "samples" / "tsne_0000048.png").mode == "RGB"
     assert (copy / "metrics.jsonl").read_text() == metrics  # nothing trained
     again = train(settings_for(copy), find_checkpoint(copy))
@@ -146,8 +146,9 @@ def small_mnist(tmp_path):
 
 
 def test_mnist_is_read_from_torchvisions_files_and_scaled_to_minus_one_one(small_mnist, tmp_path):
-    settings = settings_for(tmp_path / "M", dataset="mnist", data_dir=str(small_mnist), digits_size=28, max_epochs=1,
-                            embed_points=20)  # fmt: skip
+    settings = settings_for(
+        tmp_path / "M", dataset="mnist", data_dir=str(small_mnist), digits_size=28, max_epochs=1, embed_points=20
+    )
     data = load_images(settings)
     assert (len(data.train), len(data.valid), data.image_shape) == (120, 40, (1, 28, 28))
     assert torch.equal(data.valid[0][0], torch.ones(1, 28, 28))  # pixel 255 -> 1, as the book's min-max scaling

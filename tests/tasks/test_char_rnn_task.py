@@ -4,23 +4,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
 
 from datasets.text import write_tang_npz
-from handlers.checkpoint import checkpoint_files
+from engines.char_rnn import CharSampler, generate_acrostic, generate_text
 from handlers.metrics_log import read_records, records_by_iteration
-from runner.char_rnn import (
-    CharSampler,
-    attach_early_stopping,
-    generate_acrostic,
-    generate_text,
-    load_trained_model,
-    main,
-)
+from runner.checkpoint_files import checkpoint_files
+from tasks.char_rnn import load_trained_model, main
 
 EASY_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 60  # 2700 characters a small LSTM learns fast
-TINY = ["--dev", "cpu", "--embedding-dim", "8", "--hidden-size", "24", "--num-layers", "1", "--batch-size", "4",
-        "--seq-len", "16", "--lr", "0.01", "--dropout", "0", "--log-every", "1", "--patience", "0"]  # fmt: skip
+TINY = ["--dev", "cpu", "--embedding-dim", "8", "--hidden-size", "24", "--num-layers", "1", "--batch-size", "4"]
+TINY += ["--seq-len", "16", "--lr", "0.01", "--dropout", "0", "--log-every", "1", "--patience", "0"]
 
 
 def run(*argv: str) -> int:
@@ -49,8 +42,8 @@ def easy_text(tmp_path_factory) -> Path:
 def straight(easy_text, tmp_path_factory) -> Path:
     """Two epochs (38 iterations each) uninterrupted, a checkpoint every 10 iterations, all kept."""
     run_dir = tmp_path_factory.mktemp("straight") / "S"
-    code = run(*TINY, "--text", str(easy_text), "--max-epochs", "2", "--checkpoint-every", "10",
-               "--keep-checkpoints", "20", "--output-dir", str(run_dir))  # fmt: skip
+    flags = ["--max-epochs", "2", "--checkpoint-every", "10", "--keep-checkpoints", "20"]
+    code = run(*TINY, "--text", str(easy_text), *flags, "--output-dir", str(run_dir))
     assert code == 0
     return run_dir
 
@@ -125,16 +118,3 @@ def test_the_books_tang_npz_trains_and_writes_an_acrostic_poem(tmp_path):
     assert validations(run_dir)[-1] < validations(run_dir)[0]
     lines = generate_acrostic(sampler(run_dir), "春秋", max_line=16)
     assert [line[0] for line in lines] == ["春", "秋"] and all(len(line) <= 16 for line in lines)
-
-
-def test_early_stopping_counts_only_scheduled_validations():
-    trainer = Engine(lambda engine, batch: None)
-    evaluator = Engine(lambda engine, batch: None)
-    scores = iter([5.0, 6.0, 7.0, 8.0])
-    evaluator.add_event_handler(Events.COMPLETED, lambda e: e.state.metrics.update(perplexity=next(scores)))
-    stopper = attach_early_stopping(evaluator, trainer, patience=2, every=4)
-    # validations at iterations 4 (scheduled), 6 (off schedule: a stopped run's last one), 8 (scheduled)
-    for iteration in (4, 6, 8):
-        trainer.state.iteration = iteration
-        evaluator.run([0])
-    assert stopper.counter == 1 and not trainer.should_terminate

@@ -4,10 +4,10 @@ import math
 
 import torch
 
-import runner.atari_gan as task
-import runner.gan_run as gan_run
-from handlers.checkpoint import checkpoint_files, find_checkpoint
+import tasks.atari_gan as task
+import tasks.gan as gan_run
 from handlers.metrics_log import records_by_iteration
+from runner.checkpoint_files import ResumePoint, checkpoint_files, find_checkpoint
 from runner.device import bf16_supported
 
 
@@ -44,8 +44,8 @@ def test_evaluations_and_early_stopping_can_be_turned_on_at_a_resume(tmp_path, t
     assert task.train(first).exit_code == 0
     path, state = find_checkpoint(tmp_path / "run")
     settings = tiny_settings(tmp_path / "run", max_iters=10, eval_every=5, patience=3)
-    result = task.train(settings, (path, state))
-    assert result.exit_code == 0 and result.iteration == 10 and result.best_fid is not None
+    result = task.train(settings, ResumePoint(path, state))
+    assert result.exit_code == 0 and result.iteration == 10 and result.best is not None
 
 
 def test_resume_into_a_new_directory_starts_a_new_run_folder(tmp_path, tiny_settings):
@@ -77,7 +77,7 @@ def test_a_finished_run_resumed_again_reports_its_best_fid_without_training(tmp_
     first = task.train(tiny_settings(tmp_path / "run", max_iters=8, eval_every=4))
     again = task.train(tiny_settings(tmp_path / "run", max_iters=8, eval_every=4), find_checkpoint(tmp_path / "run"))
     assert again.exit_code == 0 and again.iteration == 8
-    assert again.best_fid == first.best_fid is not None
+    assert again.best == first.best is not None
 
 
 def losses_of(run_dir):
@@ -92,8 +92,16 @@ def test_the_background_producer_changes_no_number(tmp_path, tiny_settings):
 
 
 def test_every_fast_path_switch_can_be_turned_off(tmp_path, tiny_settings, capsys):
-    book = dict(precision="fp32", channels_last=False, freeze_discriminator=False, joint_d_pass=False, fused_adam=False,
-                gemm_weight_grads=False, keep_heap=False, producer="off")  # fmt: skip
+    book = dict(
+        precision="fp32",
+        channels_last=False,
+        freeze_discriminator=False,
+        joint_d_pass=False,
+        fused_adam=False,
+        gemm_weight_grads=False,
+        keep_heap=False,
+        producer="off",
+    )
     assert task.train(tiny_settings(tmp_path / "book", max_iters=6, **book)).exit_code == 0
     assert "fast path: fp32 (no autocast)\n" in capsys.readouterr().err
     fast = task.train(tiny_settings(tmp_path / "fast", max_iters=6))
