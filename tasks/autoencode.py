@@ -31,6 +31,7 @@ from ignite.metrics import Loss
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.tensorboard import SummaryWriter
 
+from datasets.shuffle import shuffled_loader
 from datasets.supervised import SYMMETRIC_NORMALIZE, load_digits_data, load_fashion_mnist, load_mnist
 from engines.supervised import create_supervised_evaluator_for, create_supervised_trainer_for
 from handlers.checkpoint import GeneratorState
@@ -196,9 +197,7 @@ class Autoencode(Task):
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
         shuffle = torch.Generator().manual_seed(settings.seed)
         workers = settings.num_workers
-        train_loader = DataLoader(
-            AsOwnTarget(data.train), settings.batch_size, shuffle=True, generator=shuffle, num_workers=workers
-        )
+        train_loader = shuffled_loader(AsOwnTarget(data.train), settings.batch_size, shuffle, workers)
         self.valid_loader = DataLoader(AsOwnTarget(data.valid), max(256, settings.batch_size), num_workers=workers)
         self.data, self.epoch_length = data, len(train_loader)
         trainer = create_supervised_trainer_for(model, optimizer, torch.nn.MSELoss(), device)

@@ -24,6 +24,7 @@ import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from datasets.shuffle import shuffled_loader
 from datasets.supervised import load_dataset
 from engines.supervised import (
     AuxiliaryLoss,
@@ -187,7 +188,7 @@ def make_loaders(
     batch_size, workers = rank_batch_size(settings.batch_size), settings.num_workers
     valid_batch = max(256, batch_size)
     if world_size() == 1:
-        train = DataLoader(data.train, batch_size, shuffle=True, generator=shuffle, num_workers=workers)
+        train = shuffled_loader(data.train, batch_size, shuffle, workers)
         return train, DataLoader(data.valid, valid_batch, num_workers=workers), None
     sampler = DistributedSampler(data.train, shuffle=True, seed=settings.seed)  # its order: (seed, epoch)
     train = DataLoader(data.train, batch_size, sampler=sampler, num_workers=workers)

@@ -54,6 +54,16 @@ def test_two_epochs_straight_equal_one_then_resume_to_two(classified, tmp_path):
     assert [a[i].get("loss") for i in sorted(a)] == [b[i].get("loss") for i in sorted(b)]
 
 
+def test_resume_is_exact_when_the_batches_fill_each_epoch(tmp_path):
+    """800 training points in batches of 200: each epoch ends on a full batch (datasets/shuffle.py: why it matters)."""
+    flags = ["--dataset", "linear", "--batch-size", "200", "--lr", "0.001", "--log-every", "1"]
+    assert run(RegressSettings, *flags, "--max-epochs", "3", "--output-dir", str(tmp_path / "straight")) == 0
+    assert run(RegressSettings, *flags, "--max-epochs", "1", "--output-dir", str(tmp_path / "halves")) == 0
+    assert run(RegressSettings, "--resume", str(tmp_path / "halves"), "--max-epochs", "3") == 0
+    straight, halves = evaluations(tmp_path / "straight", "loss"), evaluations(tmp_path / "halves", "loss")
+    assert len(straight) == 12 and halves == straight
+
+
 def test_exported_model_reloads_without_training_code_and_as_torchscript(classified):
     model, spec = load_exported(classified / "export" / "model.pt")
     assert spec["class_names"] == [str(i) for i in range(10)] and spec["model"] == "small_cnn"
