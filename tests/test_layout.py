@@ -1,14 +1,116 @@
-"""The project's packages are the ones imported (``datasets`` is also Hugging Face's package name)."""
+"""The project's layout: its packages are the ones imported, and each layer imports only the layers below it.
 
+The layering is read from the sources' import statements (AST), not from a list kept by hand: a new import that
+crosses a layer fails here with the file and line that made it (docs/architecture.md).
+"""
+
+import ast
 import importlib
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("runner", "models", "datasets", "engines", "handlers", "tasks")
+LAUNCHERS = ("scripts", "benchmarks")
+# What each top-level directory may import from the project (docs/architecture.md, "Layers").
+ALLOWED = {
+    "runner": set(),
+    "models": {"runner"},
+    "datasets": {"runner", "models"},
+    "engines": {"runner", "models", "datasets"},
+    "handlers": {"runner"},
+    "tasks": {"runner", "models", "datasets", "engines", "handlers"},
+    "scripts": {"runner", "tasks"},
+    "benchmarks": {*PACKAGES, "scripts"},
+}
+LONGEST_FUNCTION = 60  # lines, in runner/ and tasks/
+LONGEST_TASK_MODULE = 300  # lines
 
 
-@pytest.mark.parametrize("package", ["datasets", "engines", "handlers", "models", "runner"])
+def sources(directory: str) -> list[Path]:
+    return sorted((REPO / directory).rglob("*.py"))
+
+
+def project_imports(path: Path) -> list[tuple[str, int]]:
+    """(top-level project package, line) for each import in ``path``, the ones inside functions included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(name.split(".")[0], node.lineno) for name in names if name.split(".")[0] in ALLOWED]
+    return found
+
+
+def crossings(directory: str) -> list[str]:
+    allowed = ALLOWED[directory] | {directory}
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {package}"
+        for path in sources(directory)
+        for package, line in project_imports(path)
+        if package not in allowed
+    ]
+
+
+@pytest.mark.parametrize("directory", [*PACKAGES, *LAUNCHERS])
+def test_each_layer_imports_only_the_layers_below_it(directory):
+    assert crossings(directory) == [], f"{directory}/ may import only {sorted(ALLOWED[directory])}"
+
+
+def test_the_import_check_sees_imports_inside_functions_and_from_forms(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\nfrom tasks.gan import Gan\n\ndef f():\n    import handlers.images\n")
+    assert project_imports(sample) == [("tasks", 2), ("handlers", 5)]
+
+
+def test_no_import_cycle_between_top_level_packages():
+    graph = {
+        package: {imported for path in sources(package) for imported, _ in project_imports(path)} - {package}
+        for package in PACKAGES
+    }
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        pytest.fail(f"import cycle between packages: {' -> '.join(error.args[1])}")
+    assert order.index("runner") < order.index("tasks")
+
+
+def long_functions(directory: str) -> list[str]:
+    found = []
+    for path in sources(directory):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > LONGEST_FUNCTION:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+@pytest.mark.parametrize("directory", ["runner", "tasks"])
+def test_functions_in_the_plumbing_and_the_tasks_are_short(directory):
+    assert long_functions(directory) == []
+
+
+def test_task_modules_say_only_what_differs_for_their_task():
+    too_long = {
+        path.name: lines
+        for path in sources("tasks")
+        if (lines := len(path.read_text().splitlines())) > LONGEST_TASK_MODULE
+    }
+    assert too_long == {}
+
+
+def test_tests_mirror_the_packages():
+    for package in [*PACKAGES, "scripts"]:
+        assert list((REPO / "tests" / package).glob("test_*.py")), f"tests/{package}/ has no tests"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_top_level_package_is_this_projects(package):
     module = importlib.import_module(package)
     location = Path(module.__file__).resolve().parent
@@ -25,6 +127,6 @@ def test_datasets_is_the_runners_not_hugging_faces():
 
 
 def test_models_do_not_depend_on_the_training_stack():
-    sources = "\n".join(path.read_text() for path in (REPO / "models").glob("*.py"))
+    sources_text = "\n".join(path.read_text() for path in (REPO / "models").glob("*.py"))
     for forbidden in ("import ignite", "from ignite", "import optuna", "import argparse"):
-        assert forbidden not in sources
+        assert forbidden not in sources_text
