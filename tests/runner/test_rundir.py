@@ -2,10 +2,15 @@
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from runner.errors import UserError
 from runner.rundir import RunDirectory, default_output_dir
 
@@ -171,3 +176,31 @@ def test_default_output_dir_is_under_runs_and_names_the_task():
 
     assert path.parent == Path("runs")
     assert path.name.startswith("atari_gan-")
+
+
+def test_a_run_killed_while_its_forked_workers_live_on_can_be_reopened_at_once(tmp_path):
+    """A data loader's workers are forked while the run directory is locked; a SIGKILL of the run leaves them alive
+    for a while. They must not hold the run directory's lock: a resume right after the kill is no second process."""
+    script = (
+        "import os, sys, time\n"
+        "from runner.rundir import RunDirectory\n"
+        f"run = RunDirectory.open({str(tmp_path / 'run')!r}, continuing=False)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    orphan = int(parent.stdout.readline())
+    try:
+        with pytest.raises(UserError, match="in use"):
+            RunDirectory.open(tmp_path / "run", continuing=True)  # the run itself holds it
+        parent.kill()
+        parent.wait()
+        with RunDirectory.open(tmp_path / "run", continuing=True) as run:  # its worker lives on, without the lock
+            assert run.path == tmp_path / "run"
+    finally:
+        parent.kill()
+        os.kill(orphan, signal.SIGKILL)
