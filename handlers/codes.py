@@ -28,7 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from handlers.images import image_grid, save_image_atomically, save_png_atomically
 from runner.errors import say
-from runner.files import save_atomically
+from runner.files import DamagedFile, save_atomically, verify_torch_file
 
 RANDOM_CODES = 16  # uniform random codes decoded at the end (the book decodes 5)
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -103,6 +103,10 @@ class CodeFigures:
         figures = [run_path / "samples" / f"{name}_{iteration:07d}.png" for name in ("random_codes", "tsne")]
         if not all(path.exists() for path in figures) or not (run_path / "codes.pt").exists():
             return False
+        try:
+            verify_torch_file(run_path / "codes.pt")
+        except DamagedFile:
+            return False  # written again
         return torch.load(run_path / "codes.pt", weights_only=True).get("iteration") == iteration
 
     def write(

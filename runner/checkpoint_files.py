@@ -4,9 +4,10 @@
     resume.path, resume.iteration, resume.run_dir  # what it is and where its run lives
     resume.state["generator"]                      # what it holds (tensors, numbers, strings, lists, dicts)
 
-A checkpoint is read with ``torch.load(weights_only=True)`` onto the CPU: loading one cannot run code. A file that
-cannot be read (torn by a full disk, a foreign file) is a ``UserError`` naming it; a run directory's newest file may
-be torn, so older ones are tried, with a warning. The files themselves are written by ``handlers.checkpoint``.
+A checkpoint is read with ``torch.load(weights_only=True)`` onto the CPU: loading one cannot run code. Its bytes are
+checked first against the CRC-32s torch recorded when it was written (``runner.files.verify_torch_file``). A file that
+cannot be read (torn by a full disk, its bytes changed since, a foreign file) is a ``UserError`` naming it; when a run
+directory's newest file is such a file, older ones are tried, with a warning. ``handlers.checkpoint`` writes them.
 """
 
 import pickle
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from runner.errors import UserError
+from runner.files import verify_torch_file
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 
@@ -59,7 +61,9 @@ def checkpoint_files(directory: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``, onto the CPU); unreadable files raise ``UserError``."""
+    """Read a checkpoint safely (``weights_only=True``, onto the CPU) after checking its bytes are the ones written;
+    unreadable or damaged files raise ``UserError``."""
+    verify_torch_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -25,7 +25,7 @@ from datasets import cache_dir
 from datasets.atari import labelled_frames
 from models.dcgan import stride2_stages
 from models.frame_classifier import FrameClassifier
-from runner.files import save_atomically
+from runner.files import DamagedFile, save_atomically, verify_torch_file
 from runner.settings import setting
 
 FID_VERSION = "atari-fid-v1"
@@ -75,6 +75,14 @@ def train_frame_classifier(image_size: int) -> tuple[FrameClassifier, float]:
     return model, correct / len(valid_y)
 
 
+def intact(path: Path) -> bool:
+    try:
+        verify_torch_file(path)
+    except DamagedFile:
+        return False
+    return True
+
+
 def load_frame_classifier(
     image_size: int, say: Callable[[str], None] = print
 ) -> tuple[FrameClassifier, dict[str, Any]]:
@@ -84,7 +92,10 @@ def load_frame_classifier(
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
+        damaged = path.exists() and not intact(path)
+        if damaged:
+            say(f"{path} is damaged (its bytes changed after it was written): it is made again")
+        if damaged or not path.exists():
             say(f"training Atari-FID's frame classifier for {image_size}x{image_size} frames (first use only)...")
             model, accuracy = train_frame_classifier(image_size)
             record = {

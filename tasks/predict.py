@@ -24,7 +24,7 @@ from torchvision import transforms
 
 from models.book_models import build_model, split_wide_deep
 from runner.errors import UserError
-from runner.files import save_atomically
+from runner.files import save_atomically, verify_torch_file
 from runner.settings import OneLineParser
 
 
@@ -68,6 +68,7 @@ class SingleInput(torch.nn.Module):
 
 
 def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    verify_torch_file(path)
     try:
         spec = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file is the same mistake)

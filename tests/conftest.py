@@ -2,9 +2,11 @@
 
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,19 @@ def tree_digest(root: Path) -> dict[str, str]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+def damage_tensor_data(path: Path) -> None:
+    """Change two bytes in the middle of a torch file's largest tensor, keeping its size (a bad disk or a copy gone
+    wrong): ``torch.load`` alone reads such a file without a word."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max((e for e in archive.infolist() if "/data/" in e.filename), key=lambda e: e.file_size)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[entry.header_offset + 26 : entry.header_offset + 30])
+    middle = entry.header_offset + 30 + name_length + extra_length + entry.file_size // 2
+    data[middle] ^= 0xFF
+    data[middle + 1] ^= 0x0F
+    path.write_bytes(data)
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (12, 10), nested: bool = True) -> Path:

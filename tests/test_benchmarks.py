@@ -36,3 +36,9 @@ def test_the_handler_profile_accounts_for_a_whole_training_run():
     assert split["per-iteration handlers"] > 0  # running averages, NaN guard, throughput, logging...
     assert split["one-off handlers"] > 0  # the final checkpoint and sample sheet
     assert split["Ignite's loop (the rest)"] >= 0  # the parts add up to no more than the run itself
+
+
+def test_the_integrity_benchmark_times_save_check_and_load_of_a_real_checkpoint():
+    tiny = ["--dev", "cpu", "--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
+    times = load("checkpoint_integrity").measure(tiny, repeats=2)
+    assert times["size_mb"] > 0 and all(times[key] > 0 for key in ("save", "check", "load"))

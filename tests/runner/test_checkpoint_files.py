@@ -6,9 +6,11 @@ import pytest
 import torch
 from ignite.engine import Engine
 
+from conftest import damage_tensor_data, tree_digest
 from handlers.checkpoint import ExactResume
 from runner.checkpoint_files import checkpoint_files, find_checkpoint, load_checkpoint, run_dir_of_checkpoint
 from runner.errors import UserError
+from runner.files import DamagedFile, verify_torch_file
 
 DATA = list(range(20))
 SETTINGS = {"lr": 0.1, "games": ["Pong"]}
@@ -231,3 +233,48 @@ def test_checkpoint_files_sorts_by_iteration_number_not_by_name(tmp_path):
         "checkpoint_100.pt",
     ]
     assert checkpoint_files(tmp_path / "missing") == []
+
+
+def test_a_checkpoint_whose_bytes_changed_is_refused_though_torch_would_load_it(tmp_path):
+    path = make_run_dir(tmp_path) / "checkpoints" / "checkpoint_6.pt"
+    size = path.stat().st_size
+    damage_tensor_data(path)
+    assert path.stat().st_size == size
+    torch.load(path, weights_only=True)  # torch alone does not notice
+    with pytest.raises(DamagedFile, match=r"checkpoint_6.pt is damaged: the bytes of its entry .*/data/\d+ changed"):
+        load_checkpoint(path)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_with_a_line_naming_it(tmp_path, capsys):
+    run = make_run_dir(tmp_path)
+    damage_tensor_data(run / "checkpoints" / "checkpoint_6.pt")
+    path, state = find_checkpoint(run)
+    assert (path.name, state["trainer"]["iteration"]) == ("checkpoint_4.pt", 4)
+    assert capsys.readouterr().err.startswith(f"warning: skipping {run / 'checkpoints' / 'checkpoint_6.pt'} is damaged")
+
+
+def test_when_every_checkpoint_is_damaged_the_resume_is_one_error_and_nothing_changes(tmp_path):
+    run = make_run_dir(tmp_path)
+    for path in checkpoint_files(run / "checkpoints"):
+        damage_tensor_data(path)
+    before = tree_digest(run)
+    with pytest.raises(UserError, match="none of the 3 checkpoints"):
+        find_checkpoint(run)
+    with pytest.raises(UserError, match="is damaged"):
+        find_checkpoint(run / "checkpoints" / "checkpoint_4.pt")  # a file named explicitly: no fallback
+    assert tree_digest(run) == before
+
+
+def test_a_file_written_without_checksums_is_read_with_one_warning(tmp_path, capsys):
+    import torch.utils.serialization
+
+    save_config = torch.utils.serialization.config.save  # a config proxy: monkeypatch's undo would delete the field
+    path = tmp_path / "unchecked.pt"
+    save_config.compute_crc32 = False
+    try:
+        torch.save({"weights": torch.ones(64)}, path)
+    finally:
+        save_config.compute_crc32 = True
+    verify_torch_file(path)
+    verify_torch_file(path)
+    assert capsys.readouterr().err.count(f"warning: {path} was written without checksums") == 1

@@ -1,12 +1,14 @@
 """scripts/char_rnn.py as a user runs it: real processes at smoke size (the book's tang.npz: tests/runner)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, run_launcher
+from conftest import REPO, damage_tensor_data, run_launcher
 from handlers.metrics_log import read_records
+from runner.checkpoint_files import checkpoint_files
 from tasks.char_rnn import main
 
 SCRIPT = REPO / "scripts" / "char_rnn.py"
@@ -76,3 +78,15 @@ def test_prefix_outside_the_vocabulary_refused_in_process(trained, capsys):
         main(["generate", "--checkpoint", str(trained), "--acrostic", "春"], description="")
     assert exit_info.value.code == 2
     assert "'春' not in the model's vocabulary" in capsys.readouterr().err
+
+
+def test_generate_refuses_a_checkpoint_whose_bytes_changed(trained, tmp_path, capsys):
+    newest = checkpoint_files(trained / "checkpoints")[-1]
+    copy = tmp_path / newest.name
+    shutil.copy(newest, copy)
+    damage_tensor_data(copy)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--checkpoint", str(copy)], description="")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{copy} is damaged" in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """classify.py and regress.py as a user runs them (in-process through the launchers' own ``launch``)."""
 
+import shutil
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, damage_tensor_data
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.cli import launch
 from runner.errors import UserError
@@ -173,6 +174,16 @@ def test_predict_refuses_mismatched_inputs_in_one_line(classified, tmp_path):
     with pytest.raises(UserError, match="not a readable image"):
         (tmp_path / "x.png").write_text("not an image")
         predict([str(classified), str(tmp_path / "x.png")])
+
+
+def test_predict_refuses_an_export_whose_bytes_changed(classified, tmp_path):
+    from tasks.predict import main as predict
+
+    export = tmp_path / "model.pt"
+    shutil.copy(classified / "export" / "model.pt", export)
+    damage_tensor_data(export)
+    with pytest.raises(UserError, match="model.pt is damaged"):
+        predict([str(export), "--values", ",".join(["0"] * 64)])
 
 
 def test_a_finished_run_resumed_again_reports_its_best_score_without_training(classified):

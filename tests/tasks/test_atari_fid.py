@@ -5,10 +5,12 @@ import torch
 from ignite.metrics import FID
 
 import tasks.atari_fid as atari_fid
+from conftest import damage_tensor_data
 from datasets.atari import DEFAULT_GAMES, spaced_frames
 from engines.gan import create_fid_evaluator, fid_batches
 from models.dcgan import Generator
 from models.frame_classifier import FeaturesOf
+from runner.files import verify_torch_file
 
 SIZE, SAMPLES = 16, 256
 
@@ -98,3 +100,18 @@ def test_training_the_classifier_is_deterministic_and_leaves_the_callers_rng_alo
     assert accuracy == again
     pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_damaged_cached_classifier_is_said_and_made_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("IGNITE_BOOK_CACHE", str(tmp_path))
+    for key, value in {"train_per_game": 8, "valid_per_game": 4, "epochs": 1}.items():
+        monkeypatch.setitem(atari_fid.RECIPE, key, value)
+    said: list[str] = []
+    atari_fid.load_frame_classifier(8, say=said.append)
+    path = atari_fid.extractor_path(8)
+    damage_tensor_data(path)
+    said.clear()
+    _, info = atari_fid.load_frame_classifier(8, say=said.append)
+    assert said[0] == f"{path} is damaged (its bytes changed after it was written): it is made again"
+    assert said[-1].startswith("Atari-FID classifier: validation accuracy")
+    verify_torch_file(path)  # whole again

@@ -6,8 +6,9 @@ import torch
 
 import tasks.atari_gan as task
 import tasks.gan as gan_run
+from conftest import damage_tensor_data
 from handlers.metrics_log import records_by_iteration
-from runner.checkpoint_files import ResumePoint, checkpoint_files, find_checkpoint
+from runner.checkpoint_files import ResumePoint, checkpoint_files, find_checkpoint, load_checkpoint
 from runner.device import bf16_supported
 
 
@@ -112,3 +113,24 @@ def test_every_fast_path_switch_can_be_turned_off(tmp_path, tiny_settings, capsy
     assert fast_losses != book_losses  # the switches do something...
     for (book_dis, book_gen), (fast_dis, fast_gen) in zip(book_losses, fast_losses, strict=True):
         assert abs(fast_dis - book_dis) < 0.1 * book_dis and abs(fast_gen - book_gen) < 0.1 * book_gen  # ...and agree
+
+
+def test_a_changed_newest_checkpoint_is_named_skipped_and_the_run_still_ends_exactly(tmp_path, tiny_settings, capsys):
+    """The issue's acceptance at tiny sizes: 30 iterations checkpointed every 10, two bytes of the newest checkpoint's
+    tensor data changed (its size kept); resumed to 40, the run ends as an uninterrupted 40-iteration run."""
+    whole = tiny_settings(tmp_path / "whole", max_iters=40, checkpoint_every=10, image_every=10)
+    assert task.train(whole).exit_code == 0
+    first = tiny_settings(tmp_path / "run", max_iters=30, checkpoint_every=10, image_every=10)
+    assert task.train(first).exit_code == 0
+    damaged = tmp_path / "run" / "checkpoints" / "checkpoint_30.pt"
+    damage_tensor_data(damaged)
+    capsys.readouterr()
+
+    resume = find_checkpoint(tmp_path / "run")
+    assert resume.iteration == 20
+    assert f"warning: skipping {damaged} is damaged" in capsys.readouterr().err
+    assert task.train(tiny_settings(tmp_path / "run", max_iters=40, checkpoint_every=10), resume).exit_code == 0
+    keys = ("loss_gen", "loss_dis", "avg_loss_gen", "avg_loss_dis")
+    ours, theirs = (records_by_iteration(d / "metrics.jsonl") for d in (tmp_path / "run", tmp_path / "whole"))
+    assert [[ours[i][k] for k in keys] for i in range(1, 41)] == [[theirs[i][k] for k in keys] for i in range(1, 41)]
+    load_checkpoint(damaged)  # written again, whole, by the resumed run

@@ -10,10 +10,12 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from threadpoolctl import threadpool_limits
 
+from conftest import damage_tensor_data
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.checkpoint_files import find_checkpoint
 from runner.cli import resolve_settings
 from runner.errors import UserError
+from runner.files import verify_torch_file
 from runner.settings import make_settings
 from tasks.autoencode import AutoencodeSettings, load_images, train
 
@@ -114,6 +116,15 @@ def test_a_finished_run_resumed_again_writes_only_its_missing_end_outputs(traine
     again = train(settings_for(copy), find_checkpoint(copy))
     assert again.exit_code == 0 and (copy / "samples" / "tsne_0000048.png").exists()
     assert (copy / "codes.pt").stat().st_mtime_ns != kept  # rewritten once, by the first resume only
+
+
+def test_a_finished_run_with_a_damaged_codes_file_writes_it_again(trained, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    damage_tensor_data(copy / "codes.pt")
+    assert train(settings_for(copy), find_checkpoint(copy)).exit_code == 0
+    verify_torch_file(copy / "codes.pt")
+    assert torch.equal(torch.load(copy / "codes.pt")["codes"], torch.load(trained / "codes.pt")["codes"])
 
 
 def test_patience_stops_a_run_whose_val_loss_no_longer_falls(tmp_path, capsys):
