@@ -1,0 +1,65 @@
+"""verify_resume.py: exact on the tasks as they are, "differs" on a planted fault, one line on a mistake."""
+
+import pytest
+
+from conftest import LAUNCHER, REPO
+from tasks.verify_resume import main, verify
+
+TINY_GAN = ["--dev", "cpu", "--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv), description="")
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_the_atari_gan_killed_and_resumed_is_exact(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "atari_gan", *TINY_GAN, "--max-iters", "24", "--kills", "2", "--work-dir", str(tmp_path)
+    )
+    assert code == 0, err
+    assert out.startswith("exact: ") and "after 2 kills" in out
+    assert err.count("  killed after iteration") == 2
+    assert (tmp_path / "killed" / "checkpoints").is_dir() and (tmp_path / "uninterrupted" / "config.json").exists()
+
+
+def test_an_epoch_task_killed_inside_epochs_resumes_from_their_ends_exactly(capsys, tmp_path):
+    flags = ["--dataset", "linear", "--batch-size", "16", "--lr", "0.001", "--max-epochs", "2"]
+    code, out, err = run(capsys, "regress", *flags, "--kills", "2", "--kill-seed", "3", "--work-dir", str(tmp_path))
+    assert code == 0, err
+    assert out.startswith("exact: ") and "after 2 kills" in out
+    assert err.count("resuming from checkpoint_50.pt") == 2  # the end of epoch 1
+
+
+def test_a_planted_fault_is_found_and_named(tmp_path, capsys):
+    """The RNGs not restored at a resume: the resumed run draws other noise, and the check must say so."""
+    planted = tmp_path / "planted_atari_gan.py"
+    planted.write_text(
+        "import runpy, sys\n"
+        "import runner.rng\n"
+        "runner.rng.GlobalRNG.load_state_dict = lambda self, state: None  # the fault\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        f"runpy.run_path({str(LAUNCHER)!r}, run_name='__main__')\n"
+    )
+    flags = [*TINY_GAN, "--max-iters", "16", "--log-every", "1"]
+    outcome = verify("atari_gan", flags, kills=1, kill_seed=0, work_dir=tmp_path / "work", script=planted)
+    assert outcome.exit_code == 1 and outcome.kills
+    iteration, key, straight, resumed = outcome.difference
+    assert iteration > outcome.kills[0] - 4 and straight != resumed  # after the resumed checkpoint, not before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nosuch"], "argument task: invalid choice: 'nosuch'"),
+        (["atari_gan", "--kills", "0"], "--kills 0: must be positive"),
+        (["atari_gan", "--output-dir", "x"], "--output-dir is set by verify_resume.py itself (see --work-dir)"),
+        (["atari_gan", "--max-iters", "0"], "the task ended with exit code 2: atari_gan.py: error: --max-iters 0"),
+    ],
+)
+def test_a_mistake_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    code, out, err = run(capsys, *argv, "--work-dir", str(tmp_path / "w"))
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
