@@ -210,7 +210,10 @@ def verify(
 def report(outcome: Outcome, on_cuda: bool, work_dir: Path) -> int:
     kills = ", ".join(map(str, outcome.kills)) or "none"
     if outcome.difference is None:
-        print(f"exact: {outcome.compared} numbers equal, after {len(outcome.kills)} kills (at iterations {kills})")
+        count = len(outcome.kills)
+        print(
+            f"exact: {outcome.compared} numbers equal, after {count} kill{'s' * (count != 1)} (at iterations {kills})"
+        )
         return 0
     iteration, key, straight, resumed = outcome.difference
     if on_cuda:
