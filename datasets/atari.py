@@ -22,6 +22,21 @@ import numpy as np
 import torch
 
 DEFAULT_GAMES = ("Breakout", "AirRaid", "Pong")
+# Twelve games that look unlike each other: the frame classifiers' classes (Atari-FID's and classify.py's).
+TWELVE_GAMES = (
+    "Breakout",
+    "AirRaid",
+    "Pong",
+    "SpaceInvaders",
+    "Seaquest",
+    "Enduro",
+    "Freeway",
+    "MsPacman",
+    "Qbert",
+    "Riverraid",
+    "BeamRider",
+    "Asteroids",
+)
 ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
 BLACK_FRAME_MEAN = 0.01  # the chapter's threshold, on 0..255 pixel values: it drops only (almost) all-black frames
 

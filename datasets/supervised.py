@@ -32,27 +32,14 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
 from datasets import cache_dir
-from datasets.atari import labelled_frames
+from datasets.atari import TWELVE_GAMES, labelled_frames
 from datasets.safe_pickle import check_joblib_arrays
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 VALID_FRACTION = 0.2
 DOGS_VS_CATS_VALID_FRACTION = 0.3  # the book's hold-out for chapter 6
-ATARI_CLASSIFIER_GAMES = (
-    "Breakout",
-    "AirRaid",
-    "Pong",
-    "SpaceInvaders",
-    "Seaquest",
-    "Enduro",
-    "Freeway",
-    "MsPacman",
-    "Qbert",
-    "Riverraid",
-    "BeamRider",
-    "Asteroids",
-)
+ATARI_CLASSIFIER_GAMES = TWELVE_GAMES
 ATARI_TRAIN_PER_GAME = 200
 ATARI_VALID_PER_GAME = 50
 ATARI_IMAGE_SIZE = 32
