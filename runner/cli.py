@@ -19,7 +19,7 @@ from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.distributed import run_ranks
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
-from runner.settings import from_saved, make_settings, parse_flags
+from runner.settings import config_text, from_saved, make_settings, parse_command
 
 
 def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, ResumePoint | None]:
@@ -36,6 +36,15 @@ def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) ->
     return settings, resume
 
 
+def resolve_printed(settings_cls: type, explicit: dict[str, Any]) -> Any:
+    """The settings a launch would run with, for ``--print-config``: nothing is created, and an output directory the
+    user did not name stays empty (each run makes its own)."""
+    if explicit.get("resume"):
+        return resolve_settings(settings_cls, explicit, task="")[0]
+    recipe = settings_cls.recipe(explicit) if hasattr(settings_cls, "recipe") else {}
+    return make_settings(settings_cls, {**recipe, **explicit})
+
+
 def launch(
     settings_cls: type,
     train: Callable[[Any, ResumePoint | None], Any],
@@ -46,8 +55,11 @@ def launch(
     task = Path(prog.split()[0]).stem  # "image_gan.py train" -> image_gan
 
     def main() -> int:
-        explicit = parse_flags(settings_cls, argv, prog, description)
-        settings, resume = resolve_settings(settings_cls, explicit, task)
+        command = parse_command(settings_cls, argv, prog, description)
+        if command.print_config:
+            print(config_text(resolve_printed(settings_cls, command.explicit)), end="")
+            return 0
+        settings, resume = resolve_settings(settings_cls, command.explicit, task)
         if hasattr(settings, "nproc_per_node"):  # one process, N spawned ones, or one of torchrun's
             return run_ranks(train, settings, resume, prog)
         return train(settings, resume).exit_code
@@ -61,7 +73,11 @@ def launch_tool(
     """A command without run directory or resume (e.g. ``generate``): flags -> settings -> ``run(settings)``."""
 
     def main() -> int:
-        settings = make_settings(settings_cls, parse_flags(settings_cls, argv, prog, description))
+        command = parse_command(settings_cls, argv, prog, description)
+        settings = make_settings(settings_cls, command.explicit)
+        if command.print_config:
+            print(config_text(settings), end="")
+            return 0
         return run(settings).exit_code
 
     exit_cleanly(main, prog)

@@ -14,10 +14,15 @@ checkpoint has it, because the saved weights, optimizer states and data stream d
 """
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from runner.errors import EXIT_USER_ERROR, UserError
 
@@ -110,6 +115,14 @@ def build_parser(settings_cls: type, prog: str, description: str) -> argparse.Ar
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the docstring's example lines as written
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a YAML or JSON file, keyed by the names in a run's config.json; flags override it",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved settings as YAML (a valid --config) and exit"
+    )
     types = _field_types(settings_cls)
     for field in dataclasses.fields(settings_cls):
         kind = types[field.name]
@@ -132,9 +145,74 @@ def _show_default(value: Any) -> str:
     return repr(value) if value == "" else str(value)
 
 
+@dataclasses.dataclass
+class Command:
+    """What a command line asks for: the settings it gives (a ``--config`` file's, with the flags on top), and
+    whether it only asks to see them (``--print-config``)."""
+
+    explicit: dict[str, Any]
+    print_config: bool = False
+
+
+def parse_command(settings_cls: type, argv: Sequence[str] | None, prog: str, description: str = "") -> Command:
+    values = vars(build_parser(settings_cls, prog, description).parse_args(argv))
+    config, print_config = values.pop("config", None), values.pop("print_config", False)
+    flags = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+    from_file = read_config(settings_cls, config) if config else {}
+    return Command({**from_file, **flags}, print_config)
+
+
 def parse_flags(settings_cls: type, argv: Sequence[str] | None, prog: str, description: str = "") -> dict[str, Any]:
-    namespace = build_parser(settings_cls, prog, description).parse_args(argv)
-    return {name: tuple(value) if isinstance(value, list) else value for name, value in vars(namespace).items()}
+    command = parse_command(settings_cls, argv, prog, description)
+    if command.print_config:
+        raise UserError(f"--print-config is not available for {prog}")
+    return command.explicit
+
+
+def read_config(settings_cls: type, path: str) -> dict[str, Any]:
+    """A config file's settings, each checked as its flag would be; a mistake names the file and the key."""
+    if not Path(path).is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise UserError(f"--config {path}: {error.strerror or error}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise UserError(
+            f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({error})"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: must map setting names to values, as a run's config.json does")
+    fields = {field.name: field for field in dataclasses.fields(settings_cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"{path}: unknown setting(s): {', '.join(map(str, unknown))}")
+    types = _field_types(settings_cls)
+    values = {name: _from_file(value, types[name]) for name, value in data.items()}
+    for name, value in values.items():
+        try:
+            _check_type(name, value, types[name])
+            _check_value(name, fields[name], value)
+        except UserError as error:
+            raise UserError(f"{path}: {error}") from None
+    return values
+
+
+def _from_file(value: Any, kind: Any) -> Any:
+    """YAML reads 1e-4 (no dot) as a string: a float setting takes it as the number it says."""
+    if kind is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def config_text(settings: Any) -> str:
+    """The settings as YAML, in field order: what ``--print-config`` prints, and a valid ``--config``."""
+    return yaml.safe_dump(settings_dict(settings), sort_keys=False, allow_unicode=True)
 
 
 def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
@@ -149,16 +227,7 @@ def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
         _check_type(name, value, types[name])
     settings = settings_cls(**values)
     for name, field in fields.items():
-        check = field.metadata.get("check")
-        if check is not None:
-            value = getattr(settings, name)
-            try:
-                check(value)
-            except ValueError as reason:
-                shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
-                if shown == "":
-                    raise UserError(f"{flag_name(name)} {reason}") from None
-                raise UserError(f"{flag_name(name)} {shown}: {reason}") from None
+        _check_value(name, field, getattr(settings, name))
     validate = getattr(settings, "validate", None)
     if validate is not None:
         try:
@@ -166,6 +235,19 @@ def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
         except ValueError as reason:
             raise UserError(str(reason)) from None
     return settings
+
+
+def _check_value(name: str, field: dataclasses.Field, value: Any) -> None:
+    check = field.metadata.get("check")
+    if check is None:
+        return
+    try:
+        check(value)
+    except ValueError as reason:
+        shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+        if shown == "":
+            raise UserError(f"{flag_name(name)} {reason}") from None
+        raise UserError(f"{flag_name(name)} {shown}: {reason}") from None
 
 
 def _check_type(name: str, value: Any, kind: Any) -> None:

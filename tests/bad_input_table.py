@@ -113,6 +113,9 @@ OTHER_CASES = [
     Case("image_gan.py", (), "command"),
     Case("atari_fid.py", ("--image-size", "12"), "--image-size"),
     Case("atari_fid.py", ("--image-size", "x"), "--image-size"),
+    Case("atari_gan.py", ("--config", "no/such.yaml"), "--config"),
+    Case("classify.py", ("--config", "no/such.yaml"), "--config"),
+    Case("char_rnn.py generate", ("--config", "no/such.yaml"), "--config"),
 ]
 
 
