@@ -16,25 +16,27 @@ draws from its own seeded generators.
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from sklearn.manifold import TSNE
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 from handlers.images import image_grid, save_image_atomically, save_png_atomically
+from handlers.plots import figure_pixels, new_figure
 from runner.errors import say
 from runner.files import DamagedFile, save_atomically, verify_torch_file
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 RANDOM_CODES = 16  # uniform random codes decoded at the end (the book decodes 5)
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-PLOT_SIDE = 640  # the t-SNE plot's drawing area, in pixels; the legend goes to its right
-PLOT_MARGIN = 24
-LEGEND_WIDTH = 110
+TSNE_FIGURE_SIZE = (8.0, 6.5)  # inches at 100 dpi: the square-ish plot and the legend of class names to its right
 
 
 def first_images(dataset: Dataset, count: int) -> torch.Tensor:
@@ -64,22 +66,18 @@ def class_colour(label: int) -> str:
     return TAB10[label % len(TAB10)]
 
 
-def scatter_plot(points: np.ndarray, labels: np.ndarray, class_names: list[str], title: str) -> Image.Image:
-    """2-d points drawn as dots, one colour per label, with a legend (PIL: the project has no matplotlib)."""
-    image = Image.new("RGB", (PLOT_SIDE + LEGEND_WIDTH, PLOT_SIDE), "white")
-    draw = ImageDraw.Draw(image)
-    low, high = points.min(axis=0), points.max(axis=0)
-    span = np.where(high > low, high - low, 1.0)
-    pixels = PLOT_MARGIN + (points - low) / span * (PLOT_SIDE - 2 * PLOT_MARGIN)
-    pixels[:, 1] = PLOT_SIDE - pixels[:, 1]  # image rows grow downwards, the plot's y upwards
-    for (x, y), label in zip(pixels, labels, strict=True):
-        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=class_colour(int(label)))
-    draw.text((PLOT_MARGIN, 4), title, fill="black")
+def scatter_figure(points: np.ndarray, labels: np.ndarray, class_names: list[str], title: str) -> "Figure":
+    """2-d points as dots, one colour per class, with a legend of the class names."""
+    figure, (ax,) = new_figure(1, "", size=TSNE_FIGURE_SIZE)
     for index, name in enumerate(class_names):
-        top = PLOT_MARGIN + 18 * index
-        draw.rectangle((PLOT_SIDE + 8, top, PLOT_SIDE + 20, top + 12), fill=class_colour(index))
-        draw.text((PLOT_SIDE + 26, top), name, fill="black")
-    return image
+        chosen = labels == index
+        if chosen.any():
+            ax.scatter(*points[chosen].T, s=6, color=class_colour(index), linewidths=0, label=name)
+    ax.set_title(title, fontsize="medium")
+    ax.set_xticks([])  # t-SNE's axes have no units: only the neighbourhoods mean something
+    ax.set_yticks([])
+    figure.legend(loc="outside right upper", markerscale=2.5, fontsize="small", frameon=False)
+    return figure
 
 
 def tsne_points(codes: np.ndarray, seed: int) -> np.ndarray:
@@ -126,9 +124,10 @@ class CodeFigures:
         writer.add_image("random_codes", random_grid, iteration)
         say(f"t-SNE of {shown} validation codes...")
         title = f"t-SNE of {shown} {model.code_size}-d validation codes, iteration {iteration}"
-        plot = scatter_plot(tsne_points(codes.numpy(), self.seed), labels.numpy(), self.class_names, title)
-        save_image_atomically(plot, samples / f"tsne_{iteration:07d}.png")
-        writer.add_image("tsne", np.asarray(plot), iteration, dataformats="HWC")
+        plot = scatter_figure(tsne_points(codes.numpy(), self.seed), labels.numpy(), self.class_names, title)
+        pixels = figure_pixels(plot)
+        save_image_atomically(Image.fromarray(pixels), samples / f"tsne_{iteration:07d}.png")
+        writer.add_image("tsne", pixels, iteration, dataformats="HWC")
 
     def write_projector(
         self, codes: torch.Tensor, labels: torch.Tensor, run_path: Path, iteration: int, writer: SummaryWriter

@@ -46,6 +46,10 @@ class PeriodicEvaluation:
 
     def attach(self, trainer: Engine) -> "PeriodicEvaluation":
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.COMPLETED, self.evaluate)
+        if self.metrics_log is not None:
+            # On the evaluator's COMPLETED, before the handlers that judge it: a sweep's pruning raises there, and the
+            # evaluation that pruned the trial is recorded all the same.
+            self.evaluator.add_event_handler(Events.COMPLETED, self.record, trainer)
         if self.tb_logger is not None:
             self.tb_logger.attach_output_handler(
                 self.evaluator,
@@ -62,9 +66,10 @@ class PeriodicEvaluation:
             return
         self._last_evaluated = iteration
         self.evaluator.run(self.data)
-        if self.metrics_log is not None:
-            metrics = {f"{self.prefix}{name}": value for name, value in self.evaluator.state.metrics.items()}
-            self.metrics_log.write({"iteration": iteration, "epoch": trainer.state.epoch, **metrics})
+
+    def record(self, evaluator: Engine, trainer: Engine) -> None:
+        metrics = {f"{self.prefix}{name}": value for name, value in evaluator.state.metrics.items()}
+        self.metrics_log.write({"iteration": trainer.state.iteration, "epoch": trainer.state.epoch, **metrics})
 
 
 def keep_best(

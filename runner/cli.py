@@ -10,6 +10,7 @@ A launcher with sub-commands (``image_gan.py train|generate``) hands each to ``l
 ``dispatch``.
 """
 
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,25 @@ from runner.distributed import run_ranks
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import config_text, from_saved, make_settings, parse_command
+
+PROGRAM = "ignite-book"  # the installed command (tasks/commands.py)
+COMMAND_ENV = "IGNITE_BOOK_COMMAND"  # set by it, inherited by the processes a run starts: hints name it
+
+
+def task_name(prog: str) -> str:
+    """The task a launcher runs, named as its run directories are: ``image_gan.py train`` and
+    ``ignite-book image_gan train`` -> ``image_gan``."""
+    words = prog.split()
+    return Path(words[1] if words[0] == PROGRAM and len(words) > 1 else words[0]).stem
+
+
+def command_line(script: str) -> str:
+    """How the user starts a launcher, for the hints a run prints: ``char_rnn.py train`` -> ``python
+    scripts/char_rnn.py train``, or ``ignite-book char_rnn train`` under the installed command."""
+    if os.environ.get(COMMAND_ENV) == PROGRAM:
+        first, *rest = script.split()
+        return " ".join([PROGRAM, Path(first).stem, *rest])
+    return f"python scripts/{script}"
 
 
 def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, ResumePoint | None]:
@@ -52,7 +72,7 @@ def launch(
     description: str,
     argv: Sequence[str] | None = None,
 ) -> None:
-    task = Path(prog.split()[0]).stem  # "image_gan.py train" -> image_gan
+    task = task_name(prog)
 
     def main() -> int:
         command = parse_command(settings_cls, argv, prog, description)

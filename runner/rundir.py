@@ -96,7 +96,7 @@ class RunDirectory:
 
     def _remove_partial_writes(self) -> None:
         """Temp files of atomic writes that a killed process never renamed (we hold the lock: nobody else writes)."""
-        folders = (self.path, self.checkpoints, self.samples, self.path / "export")
+        folders = (self.path, self.checkpoints, self.samples, self.path / "export", self.path / "plots")
         patterns = [(folder, "*" + TEMPORARY_SUFFIX) for folder in folders]
         patterns.append((self.checkpoints, "tmp*"))  # ignite's own DiskSaver names them so (older runs)
         for folder, pattern in patterns:

@@ -92,6 +92,17 @@ class RunSettings:
     resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for the flags of launchers without a settings dataclass (``--n-trials``, ``--top-k``)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+positive_int.__name__ = "positive integer"  # argparse's message: "invalid positive integer value: '0'"
+
+
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 

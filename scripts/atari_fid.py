@@ -3,8 +3,9 @@
 python scripts/atari_fid.py --image-size 64
 """
 
-from runner.cli import launch_tool
-from tasks.atari_fid import BuildSettings, build
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    launch_tool(BuildSettings, build, prog="atari_fid.py", description=__doc__)
+    run_task("atari_fid", sys.argv[1:], prog="atari_fid.py", description=__doc__)

@@ -4,8 +4,9 @@ python scripts/atari_gan.py --dev cuda                       # the chapter's set
 python scripts/atari_gan.py --resume runs/atari_gan-<time>   # continue exactly where it stopped
 """
 
-from runner.cli import launch
-from tasks.atari_gan import AtariGanSettings, train
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    launch(AtariGanSettings, train, prog="atari_gan.py", description=__doc__)
+    run_task("atari_gan", sys.argv[1:], prog="atari_gan.py", description=__doc__)

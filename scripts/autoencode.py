@@ -9,8 +9,9 @@ Each epoch logs val_loss (the validation MSE) and writes samples/reconstructions
 codes.pt, TensorBoard's projector of the codes, samples/tsne_<iteration>.png and samples/random_codes_<iteration>.png.
 """
 
-from runner.cli import launch
-from tasks.autoencode import AutoencodeSettings, train
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    launch(AutoencodeSettings, train, prog="autoencode.py", description=__doc__)
+    run_task("autoencode", sys.argv[1:], prog="autoencode.py", description=__doc__)

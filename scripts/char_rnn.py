@@ -13,7 +13,7 @@ Options of each command: python scripts/char_rnn.py train --help, python scripts
 
 import sys
 
-from tasks.char_rnn import main
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    main(sys.argv[1:], description=__doc__)
+    run_task("char_rnn", sys.argv[1:], prog="char_rnn.py", description=__doc__)

@@ -9,8 +9,9 @@ python scripts/classify.py --dataset dogs_vs_cats --model resnet34 --data-dir do
 python scripts/classify.py --resume runs/classify-<time> --max-epochs 40
 """
 
-from runner.cli import launch
-from tasks.supervised import ClassifySettings, train
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    launch(ClassifySettings, train, prog="classify.py", description=__doc__)
+    run_task("classify", sys.argv[1:], prog="classify.py", description=__doc__)

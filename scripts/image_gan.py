@@ -8,7 +8,7 @@ python scripts/image_gan.py generate --checkpoint runs/image_gan-<time> --n 64 -
 
 import sys
 
-from tasks.image_gan import main
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    main(sys.argv[1:], description=__doc__)
+    run_task("image_gan", sys.argv[1:], prog="image_gan.py", description=__doc__)

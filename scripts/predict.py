@@ -1,11 +1,13 @@
-"""Predict with a trained classifier or regression: see tasks/predict.py.
+"""Predict with a trained classifier or regression, or a pretrained ImageNet one: see tasks/predict.py.
 
 python scripts/predict.py runs/classify-<time> digit.png --top-k 3
 python scripts/predict.py runs/regress-<time> --values 5.0
+python scripts/predict.py --pretrained resnet101 dog.jpg --top-k 5
 """
 
-from runner.errors import exit_cleanly
-from tasks.predict import main
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    exit_cleanly(main, "predict.py")
+    run_task("predict", sys.argv[1:], prog="predict.py", description=__doc__)

@@ -5,8 +5,9 @@ python scripts/regress.py --dataset diabetes --model mlp --optimizer adam --lr 0
 python scripts/regress.py --dataset california --model wide_deep --data-dir data   # chapter 003's Wide & Deep
 """
 
-from runner.cli import launch
-from tasks.supervised import RegressSettings, train
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    launch(RegressSettings, train, prog="regress.py", description=__doc__)
+    run_task("regress", sys.argv[1:], prog="regress.py", description=__doc__)

@@ -4,8 +4,9 @@ python scripts/sweep.py atari_gan --n-trials 20 --max-iters 5000 --eval-every 50
 python scripts/sweep.py atari_gan --n-trials 20 --storage runs/sweep.journal --n-workers 2
 """
 
-from runner.errors import exit_cleanly
-from tasks.sweep import main
+import sys
+
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    exit_cleanly(main, "sweep.py")
+    run_task("sweep", sys.argv[1:], prog="sweep.py", description=__doc__)

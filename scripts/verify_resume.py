@@ -10,7 +10,7 @@ prints the first difference (iteration, key, both values) and exits 1.
 
 import sys
 
-from tasks.verify_resume import main
+from tasks.commands import run_task
 
 if __name__ == "__main__":
-    main(sys.argv[1:], description=__doc__)
+    run_task("verify_resume", sys.argv[1:], prog="verify_resume.py", description=__doc__)

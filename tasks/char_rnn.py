@@ -26,7 +26,7 @@ from engines.char_rnn import (
 from handlers.evaluation import PeriodicEvaluation, attach_scheduled_early_stopping
 from models.char_rnn import CharRNN
 from runner.checkpoint_files import ResumePoint, find_checkpoint
-from runner.cli import dispatch, launch, launch_tool
+from runner.cli import command_line, dispatch, launch, launch_tool
 from runner.errors import UserError
 from runner.settings import (
     RunSettings,
@@ -216,7 +216,7 @@ class CharRnn(Task):
         return f"stopped early (no lower val_perplexity in {self.settings.patience} validations)"
 
     def hints(self, run_path: Path, exit_code: int) -> list[str]:
-        sample = f"  sample:   python scripts/char_rnn.py generate --checkpoint {run_path} --prefix ..."
+        sample = f"  sample:   {command_line('char_rnn.py generate')} --checkpoint {run_path} --prefix ..."
         return [sample, continue_hint(self, run_path)]
 
 
@@ -278,16 +278,16 @@ python scripts/char_rnn.py generate --checkpoint runs/tang --acrostic 春花秋�
 """
 
 
-def main(argv: Sequence[str] | None, description: str) -> None:
-    """``char_rnn.py train|generate [flags]``."""
+def main(argv: Sequence[str] | None, description: str, prog: str = "char_rnn.py") -> None:
+    """``char_rnn.py train|generate [flags]`` (``prog``: the launcher's name, e.g. ``ignite-book char_rnn``)."""
     dispatch(
         {
-            "train": lambda rest: launch(CharRnnSettings, train, "char_rnn.py train", description, rest),
+            "train": lambda rest: launch(CharRnnSettings, train, f"{prog} train", description, rest),
             "generate": lambda rest: launch_tool(
-                GenerateSettings, generate, "char_rnn.py generate", GENERATE_DESCRIPTION, rest
+                GenerateSettings, generate, f"{prog} generate", GENERATE_DESCRIPTION, rest
             ),
         },
-        prog="char_rnn.py",
+        prog=prog,
         description=description,
         argv=argv,
     )

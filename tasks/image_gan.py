@@ -166,16 +166,14 @@ def generate(settings: GenerateSettings) -> GenerateResult:
     return GenerateResult(0, scores[best].tolist())
 
 
-def main(argv: Sequence[str] | None, description: str) -> None:
-    """``image_gan.py train|generate [flags]``."""
+def main(argv: Sequence[str] | None, description: str, prog: str = "image_gan.py") -> None:
+    """``image_gan.py train|generate [flags]`` (``prog``: the launcher's name, e.g. ``ignite-book image_gan``)."""
     dispatch(
         {
-            "train": lambda rest: launch(ImageGanSettings, train, "image_gan.py train", description, rest),
-            "generate": lambda rest: launch_tool(
-                GenerateSettings, generate, "image_gan.py generate", description, rest
-            ),
+            "train": lambda rest: launch(ImageGanSettings, train, f"{prog} train", description, rest),
+            "generate": lambda rest: launch_tool(GenerateSettings, generate, f"{prog} generate", description, rest),
         },
-        prog="image_gan.py",
+        prog=prog,
         description=description,
         argv=argv,
     )

@@ -6,9 +6,13 @@
 
     python scripts/predict.py runs/classify-<time> digit.png other.png --top-k 3
     python scripts/predict.py runs/regress-<time> --values 5.0 --values 12.5
+    python scripts/predict.py --pretrained resnet101 dog.jpg --top-k 5
 
 Inputs are raw: images are resized, converted and normalised, feature rows standardised, exactly as the model's
 training data was (the export holds how). Only the export is read (``weights_only``): no training code's pickles.
+With ``--pretrained MODEL`` the model is one of torchvision's ImageNet classifiers (resnet101 as in the book's
+chapter 001, resnet18, ...) with its pretrained weights, preprocessing and 1000 category names; every positional is
+an image. The weights come from torch hub's cache, a download into it, or ``--weights PATH`` (tasks/pretrained.py).
 """
 
 import argparse
@@ -25,7 +29,8 @@ from torchvision import transforms
 from models.book_models import build_model, split_wide_deep
 from runner.errors import UserError
 from runner.files import save_atomically, verify_torch_file
-from runner.settings import OneLineParser
+from runner.settings import OneLineParser, positive_int
+from tasks import pretrained
 
 
 def export_model(model: torch.nn.Module, settings: Any, data: Any, directory: Path, say: Callable[[str], None]) -> None:
@@ -99,10 +104,14 @@ def image_batch(paths: Sequence[str], image: dict[str, Any]) -> torch.Tensor:
             transforms.Normalize(image["mean"], image["std"]),
         ]
     )
+    return prepared_images(paths, prepare, image["mode"])
+
+
+def prepared_images(paths: Sequence[str], prepare: Callable[[Image.Image], torch.Tensor], mode: str) -> torch.Tensor:
     tensors = []
     for path in paths:
         try:
-            tensors.append(prepare(Image.open(path).convert(image["mode"])))
+            tensors.append(prepare(Image.open(path).convert(mode)))
         except (OSError, UnidentifiedImageError) as error:
             raise UserError(f"{path}: not a readable image ({error})") from None
     return torch.stack(tensors)
@@ -134,13 +143,49 @@ def describe(outputs: torch.Tensor, spec: dict[str, Any], top_k: int) -> list[st
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a run directory or its export/model.pt")
+def predict_pretrained(args: argparse.Namespace) -> int:
+    # With --pretrained there is no run directory: argparse put the first image in ``model``.
+    images = [args.model, *args.images] if args.model is not None else []
+    weights = pretrained.default_weights(args.pretrained)
+    if args.values:
+        raise UserError(f"--pretrained {args.pretrained} classifies images, not --values rows")
+    if not images:
+        raise UserError(f"--pretrained {args.pretrained}: give image files to classify")
+    pretrained.check_weights_file(args.weights)
+    # The images first: a mistyped file name is told before a download of hundreds of megabytes.
+    inputs = prepared_images(images, weights.transforms(), "RGB")
+    model = pretrained.pretrained_model(args.pretrained, weights, args.weights)
+    spec = {"kind": "classification", "class_names": weights.meta["categories"]}
+    print_predictions(model, inputs, images, spec, 5 if args.top_k is None else args.top_k)
+    return 0
+
+
+def print_predictions(
+    model: torch.nn.Module, inputs: torch.Tensor, labels: Sequence[str], spec: dict[str, Any], top_k: int
+) -> None:
+    with torch.no_grad():
+        outputs = model(inputs)
+    for label, text in zip(labels, describe(outputs, spec, top_k), strict=True):
+        print(f"{label}: {text}")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "predict.py") -> int:
+    parser = OneLineParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", help="a run directory or its export/model.pt (with --pretrained: an image)")
     parser.add_argument("images", nargs="*", help="image files to classify")
     parser.add_argument("--values", action="append", default=[], help="one row of features (repeatable)")
-    parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default: 3)")
+    parser.add_argument("--top-k", type=positive_int, help="classes shown per input (default: 3; 5 with --pretrained)")
+    parser.add_argument(
+        "--pretrained", metavar="MODEL", help="a torchvision ImageNet classifier (resnet101, resnet18, ...), no run"
+    )
+    parser.add_argument("--weights", metavar="PATH", help="with --pretrained: its state-dict file, not torch hub's")
     args = parser.parse_args(argv)
+    if args.pretrained is not None:
+        return predict_pretrained(args)
+    if args.model is None:  # the message argparse gave while the run directory was a required positional
+        parser.error("the following arguments are required: model")
+    if args.weights is not None:
+        raise UserError("--weights goes with --pretrained (an exported model holds its own weights)")
     model, spec = load_exported(export_path(args.model))
     if bool(args.images) == bool(args.values):
         raise UserError("give image files or --values rows (one kind of input)")
@@ -150,8 +195,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs, labels = image_batch(args.images, spec["preprocessing"]["image"]), args.images
     else:
         inputs, labels = value_batch(args.values, spec), args.values
-    with torch.no_grad():
-        outputs = model(inputs)
-    for label, text in zip(labels, describe(outputs, spec, args.top_k), strict=True):
-        print(f"{label}: {text}")
+    print_predictions(model, inputs, labels, spec, 3 if args.top_k is None else args.top_k)
     return 0

@@ -12,13 +12,15 @@ quality handlers, what its end report adds. ``Task.train(settings, resume)`` run
 
    - running averages of the process function's outputs (``avg_<key>``) and the NaN guard, first: every handler
      after them sees this iteration's averages, and none runs on a diverged step;
-   - throughput, TensorBoard and ``metrics.jsonl`` (on the process that writes: rank 0);
+   - throughput, TensorBoard (the run's settings as its HParams) and ``metrics.jsonl`` (on the process that
+     writes: rank 0);
    - the task's own sample and quality handlers (``task.attach_handlers``), then a sweep's pruning on its evaluator;
    - progress;
    - ``ExactResume`` last: its checkpoint follows everything above, and loading one restores them all;
 
 4. **the run** under ``GracefulStop`` (Ctrl-C and SIGTERM stop at an iteration boundary with a checkpoint), then
-   ``task.finish`` after a run that ended well (exports, end-of-run figures);
+   ``task.finish`` after a run that ended well (exports, end-of-run figures); however it ended, its outcome
+   (complete, stopped, pruned or failed, and its best score) goes into its HParams, and ``plots/`` is drawn;
 5. **the end report** and its exit code: 0 finished or stopped early, 1 a NaN, 128 + N a signal.
 """
 
@@ -26,13 +28,17 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from ignite.engine import Events
 from ignite.handlers import TerminateOnNan
 
 from handlers import ExactResume, GracefulStop, MetricsLog, Throughput, attach_progress, output_is_finite
+from handlers.hparams import hparam_values, write_outcome, write_session_start
 from handlers.logging import attach_running_averages, attach_tensorboard
+from handlers.plots import write_run_plots
 from runner.checkpoint_files import ResumePoint
+from runner.cli import command_line
 from runner.device import resolve_device
 from runner.distributed import is_main_process, open_run_directory, rank_device, rank_seed, world_size
 from runner.errors import say
@@ -115,12 +121,29 @@ class Task:
         return self.settings.max_epochs * epoch_length
 
 
+def end_state(output: Any, signal_name: str | None) -> str:
+    """How a run that returned ended, as its HParams name it: ``complete`` (finished or stopped early by its own
+    rule), ``failed`` (a loss became NaN or infinite) or ``stopped`` (by a signal; it can go on)."""
+    if not output_is_finite(output):
+        return "failed"
+    return "stopped" if signal_name else "complete"
+
+
+def write_plots(run_path: Path) -> None:
+    """The run's plots (``plots/*.png``) from its ``metrics.jsonl``, however it ended: a figure that cannot be drawn
+    costs a warning, never the run."""
+    try:
+        write_run_plots(run_path)
+    except Exception as error:  # noqa: BLE001 - plots are a view of metrics.jsonl, which is intact either way
+        say(f"warning: no plots for {run_path}: {type(error).__name__}: {error}")
+
+
 def watch_hint(run_path: Path) -> str:
     return f"  watch:    tensorboard --logdir {run_path} --host 127.0.0.1"
 
 
 def continue_hint(task: Task, run_path: Path) -> str:
-    return f"  continue: python scripts/{task.script} --resume {run_path} {task.limit_flag()} N"
+    return f"  continue: {command_line(task.script)} --resume {run_path} {task.limit_flag()} N"
 
 
 class StandardRun:
@@ -166,18 +189,34 @@ class StandardRun:
             seed_everything(rank_seed(self.settings.seed))
         context, resumer = self.attach(parts, run, device)
         trainer = parts.trainer
+        state = "failed"  # what an exception leaves, unless it is a sweep's pruning
         try:
             with GracefulStop(trainer) as stop:
                 trainer.run(parts.data, **self.run_length())
-            if self.writes and output_is_finite(trainer.state.output) and stop.signal_name is None:
+            ended = end_state(trainer.state.output, stop.signal_name)
+            if self.writes and ended == "complete":
                 self.task.finish(context)
+            state = ended
+        except optuna.TrialPruned:
+            state = "pruned"
+            raise
         finally:
-            if context.tb_logger is not None:
-                context.tb_logger.close()
+            self.close_tensorboard(context, state)
+            if self.writes:
+                write_plots(run.path)
         scoring = self.task.scoring
         best = scoring.best_recorded(run.metrics_path) if scoring and self.writes else None
         exit_code = self.report_end(trainer.state, stop.signal_name, resumer.last_path, run.path, best)
         return RunResult(exit_code, trainer.state.iteration, trainer.state.epoch, best)
+
+    def close_tensorboard(self, context: RunContext, state: str) -> None:
+        """The run's outcome in its HParams (its state, its best score so far), then the event files closed."""
+        if context.tb_logger is None:
+            return
+        scoring = self.task.scoring
+        best = {scoring.record_name: scoring.best_recorded(context.run.metrics_path)} if scoring else {}
+        write_outcome(context.tb_logger.writer, context.trainer.state.iteration, state, best)
+        context.tb_logger.close()
 
     def attach(self, parts: Parts, run: RunDirectory, device: torch.device) -> tuple[RunContext, ExactResume]:
         """The handlers, in the order the module's docstring gives; then the checkpoint's state, if resuming."""
@@ -189,6 +228,7 @@ class StandardRun:
             Throughput(settings.log_every, settings.batch_size).attach(trainer)
             resumed_at = resume.iteration if resume is not None else None
             context.tb_logger = attach_tensorboard(trainer, run.path, settings.log_every, resumed_at)
+            write_session_start(context.tb_logger.writer, hparam_values(settings_dict(settings)))
             context.metrics_log = MetricsLog(run.metrics_path, settings.log_every).attach(trainer)
         attached = self.task.attach_handlers(context)
         if attached.evaluator is not None and self.attach_to_evaluator is not None:

@@ -25,8 +25,9 @@ from optuna.trial import TrialState
 from handlers.pruning import OptunaPruning
 from models.book_models import default_hidden
 from runner.checkpoint_files import ResumePoint, find_checkpoint
+from runner.cli import command_line
 from runner.errors import UserError
-from runner.settings import OneLineParser, flag_name, make_settings, parse_flags
+from runner.settings import OneLineParser, flag_name, make_settings, parse_flags, positive_int
 from runner.studies import next_trial, open_storage, open_study, suggest
 from tasks.atari_gan import AtariGan, AtariGanSettings
 from tasks.parts import Scoring
@@ -185,7 +186,7 @@ def summary(study: optuna.Study, task: SweepTask, base: dict[str, Any], script: 
         lines.append(f"best: trial {best.number}, value {best.value:.6g}, params {best.params}")
         flags = {**base, **best.params}
         shown = " ".join(f"{flag_name(k)} {_flag_value(v)}" for k, v in flags.items() if k not in ("output_dir",))
-        lines.append(f"retrain: python scripts/{script} {shown}")
+        lines.append(f"retrain: {command_line(script)} {shown}")
     return "\n".join(lines)
 
 
@@ -227,20 +228,10 @@ def check_flags(task: SweepTask, explicit: dict[str, Any]) -> None:
         raise UserError(f"--eval-every 0: a sweep needs evaluations ({task.metric}) to compare and prune trials")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
-positive_int.__name__ = "positive integer"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
     tasks = sweep_tasks()
     parser = OneLineParser(
-        prog="sweep.py",
+        prog=prog,
         description="Optuna sweep over a task's hyperparameters; any other flag goes to the task (see its --help). "
         + " ".join(f"{name}: {describe(task.search_space)}." for name, task in tasks.items()),
     )
@@ -253,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="", help="default: runs/sweep-<task>-<study name>")
     args, rest = parser.parse_known_args(argv)
     task = tasks[args.task]
-    explicit = {**task.defaults, **parse_flags(task.settings_cls, rest, prog=f"sweep.py {args.task}")}
+    explicit = {**task.defaults, **parse_flags(task.settings_cls, rest, prog=f"{prog} {args.task}")}
     check_flags(task, explicit)
     study_name = args.study_name or args.task
     output_dir = Path(args.output_dir or Path("runs") / f"sweep-{args.task}-{study_name}")

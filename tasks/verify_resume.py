@@ -33,7 +33,6 @@ from tasks.image_gan import ImageGan
 from tasks.standard_run import Task
 from tasks.supervised import Supervised
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TASKS: dict[str, tuple[tuple[str, ...], type[Task]]] = {  # the task's name -> its launcher (and sub-command), task
     "atari_gan": (("atari_gan.py",), AtariGan),
     "image_gan": (("image_gan.py", "train"), ImageGan),
@@ -54,10 +53,8 @@ class Outcome:
     compared: int  # numbers compared
 
 
-def parse(argv: Sequence[str], description: str) -> tuple[argparse.Namespace, list[str]]:
-    parser = OneLineParser(
-        prog="verify_resume.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse(argv: Sequence[str], description: str, prog: str) -> tuple[argparse.Namespace, list[str]]:
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(TASKS), help="the task to check")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs delivered to the second run (default: 3)")
     parser.add_argument("--kill-seed", type=int, default=0, help="seeds the kill moments (default: 0)")
@@ -67,12 +64,12 @@ def parse(argv: Sequence[str], description: str) -> tuple[argparse.Namespace, li
         parser.error(f"--kills {args.kills}: must be positive")
     for flag in ("--output-dir", "--resume"):
         if flag in task_flags:
-            parser.error(f"{flag} is set by verify_resume.py itself (see --work-dir)")
+            parser.error(f"{flag} is set by verify_resume itself (see --work-dir)")
     return args, task_flags
 
 
-def launch_command(script: Path, sub_command: list[str], flags: list[str]) -> list[str]:
-    return [sys.executable, str(script), *sub_command, *flags]
+def launch_command(start: list[str], sub_command: list[str], flags: list[str]) -> list[str]:
+    return [*start, *sub_command, *flags]
 
 
 def run_to_the_end(command: list[str]) -> None:
@@ -190,18 +187,19 @@ def verify(
 ) -> Outcome:
     """Both runs of ``task`` under ``work_dir``; ``script`` replaces the task's launcher (the tests plant faults)."""
     (launcher, *sub_command), task_class = TASKS[task]
-    script = script or SCRIPTS / launcher
+    # The task's launcher through the one table of launchers (as ignite-book runs it): no scripts/ folder needed.
+    start = [sys.executable, str(script)] if script else [sys.executable, "-m", "tasks.commands", Path(launcher).stem]
     if "--log-every" not in flags:
         flags = [*flags, "--log-every", "1"]
     straight, killed = work_dir / "uninterrupted", work_dir / "killed"
     say(f"uninterrupted run: {straight}")
-    run_to_the_end(launch_command(script, sub_command, [*flags, "--output-dir", str(straight)]))
+    run_to_the_end(launch_command(start, sub_command, [*flags, "--output-dir", str(straight)]))
     last = max(records_by_iteration(straight / "metrics.jsonl"), default=0)
     killed_flags, first_checkpoint = checkpoint_schedule(flags, task_class, straight, last, kills)
     moments = kill_moments(first_checkpoint, last, kills, random.Random(kill_seed))
     say(f"killed run: {killed} (kills after iterations {', '.join(map(str, moments)) or 'none: too short a run'})")
-    launch = launch_command(script, sub_command, [*killed_flags, "--output-dir", str(killed)])
-    resume = launch_command(script, sub_command, ["--resume", str(killed)])
+    launch = launch_command(start, sub_command, [*killed_flags, "--output-dir", str(killed)])
+    resume = launch_command(start, sub_command, ["--resume", str(killed)])
     delivered = killed_run(launch, resume, killed, moments, random.Random(kill_seed + 1))
     difference, compared = first_difference(straight / "metrics.jsonl", killed / "metrics.jsonl")
     return Outcome(0 if difference is None else 1, delivered, difference, compared)
@@ -226,8 +224,8 @@ def report(outcome: Outcome, on_cuda: bool, work_dir: Path) -> int:
     return 1
 
 
-def main(argv: Sequence[str] | None, description: str) -> None:
-    args, flags = parse(list(sys.argv[1:] if argv is None else argv), description)
+def main(argv: Sequence[str] | None, description: str, prog: str = "verify_resume.py") -> None:
+    args, flags = parse(list(sys.argv[1:] if argv is None else argv), description, prog)
 
     def check() -> int:
         with tempfile.TemporaryDirectory(prefix="verify_resume-") as temporary:
@@ -239,4 +237,4 @@ def main(argv: Sequence[str] | None, description: str) -> None:
                 say("run again with --work-dir DIR to keep both runs for a look")
             return code
 
-    exit_cleanly(check, "verify_resume.py")
+    exit_cleanly(check, prog)

@@ -104,6 +104,11 @@ OTHER_CASES = [
     Case("sweep.py", ("atari_gan", "--output-dir", "/proc/no-such-dir/sweep"), "--output-dir"),
     Case("predict.py", ("no/such/run", "x.png"), "model"),
     Case("predict.py", ("no/such/run", "--top-k", "x"), "--top-k"),
+    Case("predict.py", ("no/such/run", "x.png", "--top-k", "0"), "--top-k"),
+    Case("predict.py", ("no/such/run", "x.png", "--weights", "w.pt"), "--weights"),
+    Case("predict.py", ("--pretrained", "resnet1O1", "x.png"), "--pretrained"),
+    Case("predict.py", ("--pretrained", "resnet18"), "--pretrained"),
+    Case("predict.py", ("--pretrained", "resnet18", "faces/face0.png", "--weights", "no/such.pt"), "--weights"),
     Case("char_rnn.py generate", ("--checkpoint", "no/such/run"), "--checkpoint"),
     Case("char_rnn.py generate", ("--checkpoint", "no/such/run", "--length", "x"), "--length"),
     Case("char_rnn.py generate", ("--checkpoint", "no/such/run", "--temperature", "x"), "--temperature"),
@@ -116,6 +121,8 @@ OTHER_CASES = [
     Case("atari_gan.py", ("--config", "no/such.yaml"), "--config"),
     Case("classify.py", ("--config", "no/such.yaml"), "--config"),
     Case("char_rnn.py generate", ("--config", "no/such.yaml"), "--config"),
+    Case("plot.py", ("no/such/run",), "no/such/run"),
+    Case("plot.py", ("faces",), "faces"),
 ]
 
 

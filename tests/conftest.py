@@ -113,7 +113,7 @@ def smoke_fid_cache(tmp_path_factory):
     return cache
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a builder without state: module fixtures may use it
 def tiny_settings():
     """AtariGanSettings at smoke size for in-process runs."""
     from runner.settings import make_settings

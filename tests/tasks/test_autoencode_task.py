@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from threadpoolctl import threadpool_limits
 
 from conftest import damage_tensor_data
+from handlers.codes import scatter_figure
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.checkpoint_files import find_checkpoint
 from runner.cli import resolve_settings
@@ -77,7 +78,8 @@ def test_the_end_writes_codes_projector_tsne_and_random_codes(trained):
     assert codes["codes"].shape == (359, 8) and codes["codes"].abs().max() <= 1  # every validation digit
     assert codes["labels"].shape == (359,) and set(codes["labels"].tolist()) == set(range(10))
     assert codes["class_names"] == [str(digit) for digit in range(10)] and codes["iteration"] == 48
-    assert decoded_png(trained / "samples" / "tsne_0000048.png").mode == "RGB"
+    tsne = decoded_png(trained / "samples" / "tsne_0000048.png")
+    assert tsne.mode == "RGB" and tsne.size == (800, 650)  # matplotlib's 8 x 6.5 inches at 100 dpi
     assert decoded_png(trained / "samples" / "random_codes_0000048.png").size == (2 + 4 * 14, 2 + 4 * 14)
     assert "00048/codes/metadata.tsv" in (trained / "projector_config.pbtxt").read_text()
     assert len((trained / "00048" / "codes" / "metadata.tsv").read_text().splitlines()) == 60  # --embed-points
@@ -85,6 +87,18 @@ def test_the_end_writes_codes_projector_tsne_and_random_codes(trained):
     assert {"eval/loss", "train/loss", "train/avg_loss"} <= set(events.Tags()["scalars"])
     assert {"reconstructions", "tsne", "random_codes"} <= set(events.Tags()["images"])
     assert [event.step for event in events.Scalars("eval/loss")] == [24, 48]
+
+
+def test_the_tsne_scatter_has_a_colour_and_a_legend_entry_per_class():
+    points = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 1.0], [4.0, 0.0]])
+
+    figure = scatter_figure(points, np.array([0, 2, 2, 0, 2]), ["zero", "one", "two"], "t-SNE")
+
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["zero", "two"]  # "one" has no codes
+    zero, two = figure.axes[0].collections
+    assert (len(zero.get_offsets()), len(two.get_offsets())) == (2, 3)
+    assert tuple(zero.get_facecolor()[0]) != tuple(two.get_facecolor()[0])
+    assert figure.axes[0].get_title() == "t-SNE"
 
 
 def test_one_epoch_then_resume_to_two_equals_two_straight(trained, tmp_path):

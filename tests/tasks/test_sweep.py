@@ -114,6 +114,8 @@ def test_a_pruned_trial_is_recorded_as_pruned_not_complete(tmp_path, monkeypatch
     frozen = study.get_trials()[0]
     assert frozen.state == TrialState.PRUNED
     assert list(frozen.intermediate_values) == [4]
+    records = read_records(tmp_path / "trial_0000" / "metrics.jsonl")
+    assert [r["fid"] for r in records if "fid" in r] == [frozen.intermediate_values[4]]  # the pruning score, kept
     assert not (tmp_path / "trial_0000" / "checkpoints" / "checkpoint_8.pt").exists()
 
 

@@ -55,8 +55,8 @@ def test_a_planted_fault_is_found_and_named(tmp_path, capsys):
     [
         (["nosuch"], "argument task: invalid choice: 'nosuch'"),
         (["atari_gan", "--kills", "0"], "--kills 0: must be positive"),
-        (["atari_gan", "--output-dir", "x"], "--output-dir is set by verify_resume.py itself (see --work-dir)"),
-        (["atari_gan", "--max-iters", "0"], "the task ended with exit code 2: atari_gan.py: error: --max-iters 0"),
+        (["atari_gan", "--output-dir", "x"], "--output-dir is set by verify_resume itself (see --work-dir)"),
+        (["atari_gan", "--max-iters", "0"], "exit code 2: ignite-book atari_gan: error: --max-iters 0"),
     ],
 )
 def test_a_mistake_is_one_line_and_exit_2(argv, message, capsys, tmp_path):

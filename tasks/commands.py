@@ -1,0 +1,134 @@
+"""``ignite-book TASK [COMMAND] [flags]``: every launcher under one installed command (setup.cfg's console script).
+
+    ignite-book --help                                  # the tasks, one line each
+    ignite-book atari_gan --dev cuda                    # = python scripts/atari_gan.py --dev cuda
+    ignite-book image_gan generate --checkpoint runs/image_gan-<time>
+
+The table below is the one list of launchers: ``scripts/<task>.py`` hands its command line to ``run_task`` too, so a
+task behaves the same whichever way it is started. A task's module is imported only when that task runs.
+"""
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runner.cli import COMMAND_ENV, PROGRAM, launch, launch_tool
+from runner.errors import EXIT_USER_ERROR, exit_cleanly
+
+Runner = Callable[[list[str], str, str], None]  # (flags, prog, description): runs the launcher and exits
+
+
+def _load(target: str) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _training(settings: str, train: str) -> Runner:
+    """A training launcher: flags -> settings -> ``train`` (``runner.cli.launch``: run directory, resume)."""
+    return lambda argv, prog, description: launch(_load(settings), _load(train), prog, description, argv)
+
+
+def _tool(settings: str, run: str) -> Runner:
+    """A command without run directory (``runner.cli.launch_tool``)."""
+    return lambda argv, prog, description: launch_tool(_load(settings), _load(run), prog, description, argv)
+
+
+def _own_main(target: str) -> Runner:
+    """A launcher with sub-commands or flags of its own: ``main(argv, prog, description)``."""
+    return lambda argv, prog, description: _load(target)(argv, prog=prog, description=description)
+
+
+def _exit_code_main(target: str) -> Runner:
+    """A launcher whose ``main(argv, prog)`` returns the exit code; one-line errors as every launcher's."""
+    return lambda argv, prog, description: exit_cleanly(lambda: _load(target)(argv, prog=prog), prog)
+
+
+@dataclass(frozen=True)
+class TaskCommand:
+    summary: str  # one line in ``ignite-book --help``
+    run: Runner
+
+
+TASKS: dict[str, TaskCommand] = {
+    "atari_gan": TaskCommand(
+        "DCGAN on frames a random agent plays live in Breakout, AirRaid and Pong (Deep RL Hands-On ch. 3)",
+        _training("tasks.atari_gan:AtariGanSettings", "tasks.atari_gan:train"),
+    ),
+    "classify": TaskCommand(
+        "classifiers: digits, MNIST, Fashion-MNIST, CIFAR-10, dogs vs cats, Atari frames, an image folder",
+        _training("tasks.supervised:ClassifySettings", "tasks.supervised:train"),
+    ),
+    "regress": TaskCommand(
+        "regressions: the book's line fit, diabetes, California housing (Wide & Deep)",
+        _training("tasks.supervised:RegressSettings", "tasks.supervised:train"),
+    ),
+    "predict": TaskCommand(
+        "predict with an exported classifier or regression, or a pretrained torchvision model (ch. 001)",
+        _exit_code_main("tasks.predict:main"),
+    ),
+    "autoencode": TaskCommand(
+        "convolutional autoencoder: reconstructions, t-SNE of the codes, decoded random codes",
+        _training("tasks.autoencode:AutoencodeSettings", "tasks.autoencode:train"),
+    ),
+    "char_rnn": TaskCommand(
+        "character-level RNN: train on a text (Tang poems, Shakespeare, yours), generate from it",
+        _own_main("tasks.char_rnn:main"),
+    ),
+    "image_gan": TaskCommand(
+        "DCGAN on a folder of images (the book's anime faces): train, generate ranked by its discriminator",
+        _own_main("tasks.image_gan:main"),
+    ),
+    "sweep": TaskCommand(
+        "Optuna sweep over a task's hyperparameters, pruned, resumable by running it again",
+        _exit_code_main("tasks.sweep:main"),
+    ),
+    "atari_fid": TaskCommand(
+        "build or show the frame classifier behind the Atari GAN's quality metric (Atari-FID)",
+        _tool("tasks.atari_fid:BuildSettings", "tasks.atari_fid:build"),
+    ),
+    "plot": TaskCommand(
+        "PNG plots of losses, quality and throughput from run or sweep directories (several overlaid)",
+        _exit_code_main("tasks.plot:main"),
+    ),
+    "verify_resume": TaskCommand(
+        "check exact resume on this machine: a task run straight through, and killed and resumed",
+        _own_main("tasks.verify_resume:main"),
+    ),
+}
+
+
+def run_task(name: str, argv: Sequence[str], prog: str, description: str = "") -> None:
+    """Run task ``name``'s launcher on ``argv`` under the name ``prog``; it exits with the launcher's code."""
+    task = TASKS[name]
+    task.run(list(argv), prog, description or task.summary)
+
+
+def usage() -> str:
+    width = max(map(len, TASKS))
+    lines = [f"usage: {PROGRAM} TASK [COMMAND] [flags]   ({PROGRAM} TASK --help: its flags)", "", "tasks:"]
+    lines += [f"  {name:<{width}}  {task.summary}" for name, task in TASKS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``ignite-book TASK [COMMAND] [flags]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        sys.exit(0)
+    if not argv:
+        print(usage(), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    if argv[0] not in TASKS:
+        print(f"{PROGRAM}: error: unknown task {argv[0]!r}; choose one of: {', '.join(TASKS)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    # The hints a run prints (continue, retrain, sample) and the processes it starts say ignite-book, not scripts/.
+    os.environ[COMMAND_ENV] = PROGRAM
+    run_task(argv[0], argv[1:], prog=f"{PROGRAM} {argv[0]}")
+
+
+if __name__ == "__main__":
+    main()

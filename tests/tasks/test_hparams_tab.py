@@ -1,0 +1,127 @@
+"""Every run in TensorBoard's HParams tab, read by TensorBoard's own HParams plugin as its web page asks for it:
+its settings, its best score, and its state (complete, stopped, pruned, failed), each run linked to its scalars."""
+
+import json
+import math
+import os
+import signal
+
+import optuna
+import pytest
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import hparams_plugin
+from werkzeug.test import EnvironBuilder
+
+import tasks.atari_gan as atari_gan
+import tasks.gan as gan_run
+import tasks.sweep as sweep
+from handlers.hparams import STATES
+from handlers.metrics_log import read_records
+from runner.checkpoint_files import find_checkpoint
+
+ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def hparams_tab(logdir) -> dict[str, dict]:
+    """The session groups TensorBoard's HParams tab shows for ``logdir``: name -> hparams, metrics, status."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
+    route = hparams_plugin.HParamsPlugin(context).get_plugin_apps()["/session_groups"]
+    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 99}
+    environ = EnvironBuilder(method="POST", path="/session_groups", json=body).get_environ()
+    statuses = []
+    answer = json.loads(b"".join(route(environ, lambda status, headers: statuses.append(status))))
+    assert statuses == ["200 OK"]
+    return {
+        group["name"]: {
+            "hparams": group["hparams"],
+            "metrics": {value["name"]["tag"]: value["value"] for value in group["metricValues"]},
+            "status": group["sessions"][0]["status"],
+        }
+        for group in answer.get("sessionGroups", [])
+    }
+
+
+def engine_factory_with(monkeypatch, at_iteration: int, act) -> None:
+    """The GAN trainer, with ``act(engine, output)`` at one iteration (a NaN, a signal)."""
+    real_factory = gan_run.create_gan_trainer
+
+    def factory(*args, **kwargs):
+        engine = real_factory(*args, **kwargs)
+        step = engine._process_function
+
+        def step_with_act(engine, batch):
+            output = step(engine, batch)
+            return act(engine, output) if engine.state.iteration == at_iteration else output
+
+        engine._process_function = step_with_act
+        return engine
+
+    monkeypatch.setattr(gan_run, "create_gan_trainer", factory)
+
+
+def best_fid(run_dir) -> float:
+    return min(record["fid"] for record in read_records(run_dir / "metrics.jsonl") if "fid" in record)
+
+
+@pytest.fixture(scope="module")
+def sweep_folder(tmp_path_factory, tiny_settings):
+    """One folder as a sweep leaves it: a complete trial, a pruned one, a failed one, and one stopped by SIGTERM
+    (``stopped``) next to one stopped and then resumed to its end (``resumed``)."""
+    folder = tmp_path_factory.mktemp("hparams") / "S"
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        settings = tiny_settings
+        assert atari_gan.train(settings(folder / "complete", max_iters=4, eval_every=2, lr=3e-4)).exit_code == 0
+
+        engine_factory_with(monkeypatch, 3, lambda engine, output: {**output, "loss_gen": math.nan})
+        assert atari_gan.train(settings(folder / "failed", max_iters=4, eval_every=2)).exit_code == 1
+        monkeypatch.undo()
+
+        engine_factory_with(monkeypatch, 3, lambda engine, output: os.kill(os.getpid(), signal.SIGTERM) or output)
+        for name in ("stopped", "resumed"):
+            result = atari_gan.train(settings(folder / name, max_iters=6, eval_every=2, checkpoint_every=2))
+            assert result.exit_code == 128 + signal.SIGTERM
+        monkeypatch.undo()
+        resume = find_checkpoint(folder / "resumed")
+        assert atari_gan.train(settings(folder / "resumed", max_iters=6, eval_every=2), resume).exit_code == 0
+
+        study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # prunes at the first report
+        task = sweep.sweep_tasks()["atari_gan"]
+        for name in ("filters", "batch_size"):
+            monkeypatch.setitem(task.search_space, name, optuna.distributions.CategoricalDistribution([4]))
+        base = {"max_iters": 8, "eval_every": 4, "image_size": 16, "fid_samples": 64, "seed": 0}
+        sweep.run_trial(task, study.ask(), base, folder)
+        assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    finally:
+        monkeypatch.undo()
+    return folder
+
+
+def test_every_run_is_in_the_tab_with_its_state_and_status(sweep_folder):
+    tab = hparams_tab(sweep_folder)
+    assert sorted(tab) == ["complete", "failed", "resumed", "stopped", "trial_0000"]
+    expected = {
+        "complete": ("complete", "STATUS_SUCCESS"),
+        "resumed": ("complete", "STATUS_SUCCESS"),  # stopped first; its end is what counts
+        "stopped": ("stopped", "STATUS_UNKNOWN"),  # it may go on: no final status yet
+        "trial_0000": ("pruned", "STATUS_UNKNOWN"),  # TensorBoard has no "pruned" status
+        "failed": ("failed", "STATUS_FAILURE"),
+    }
+    for name, (state, status) in expected.items():
+        assert (tab[name]["metrics"]["outcome/state"], tab[name]["status"]) == (STATES[state], status), name
+
+
+def test_each_run_shows_its_settings_and_its_best_score_linked_to_its_scalars(sweep_folder):
+    tab = hparams_tab(sweep_folder)
+    assert tab["complete"]["hparams"]["lr"] == pytest.approx(3e-4)
+    assert tab["stopped"]["hparams"]["lr"] == pytest.approx(1e-4)
+    assert tab["complete"]["hparams"]["games"] == "Breakout,AirRaid,Pong"
+    assert "output_dir" not in tab["complete"]["hparams"]  # where a run is, not what it is
+    for name in ("complete", "resumed", "trial_0000"):
+        assert tab[name]["metrics"].get("outcome/best_fid") == pytest.approx(best_fid(sweep_folder / name)), name
+        assert "eval/fid" in tab[name]["metrics"]  # the run's own scalars, in the same run
