@@ -128,4 +128,9 @@ class ImageBatches:
         self._batches = None  # the next batch starts a loader at the restored position
 
     def close(self) -> None:
-        self._batches = None
+        batches, self._batches = self._batches, None
+        # Stop the loader's worker processes now, not whenever the last reference goes: an error's traceback can keep
+        # the iterator alive until the process exits, where multiprocessing kills the workers and torch's SIGCHLD
+        # handler reports that as a second error ("DataLoader worker ... killed by signal"), hiding the first.
+        if batches is not None and hasattr(batches, "_shutdown_workers"):
+            batches._shutdown_workers()

@@ -25,7 +25,7 @@ the ranks' average.
 """
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import ignite.distributed as idist
@@ -167,46 +167,57 @@ def unwrapped(module: nn.Module) -> nn.Module:
 
 
 def create_fid_evaluator(
-    generator: nn.Module,
+    generators: nn.Module | Mapping[str, nn.Module],
     features: nn.Module,
     real_frames: torch.Tensor | Callable[[], torch.Tensor],
     noise: torch.Tensor,
     batch_size: int,
     device: torch.device,
 ) -> Engine:
-    """An evaluator whose ``run(fid_batches(n, batch_size))`` leaves ``state.metrics["fid"]``: Ignite's ``FID``
-    between the generator's images of ``noise`` and ``real_frames``, in the feature space of ``features`` (a module
-    with a ``feature_size``). ``real_frames`` may be a function that makes them: it is called at the first evaluation.
+    """An evaluator whose ``run(fid_batches(n, batch_size))`` leaves ``state.metrics[name]`` for each of
+    ``generators`` (a name -> generator mapping, e.g. ``{"fid": G, "fid_ema": G_ema}``; one module is ``{"fid": G}``):
+    Ignite's ``FID`` between that generator's images of ``noise`` and ``real_frames``, in the feature space of
+    ``features`` (a module with a ``feature_size``). ``real_frames`` may be a function that makes them: it is called
+    at the first evaluation. Every generator meets the same noise and the same real frames.
 
-    The generator runs in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
+    The generators run in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
     from no RNG, so a run with evaluations computes the same training numbers as one without. With several
     processes each evaluates its share of the samples with rank 0's BatchNorm statistics, and FID's sums are reduced
     over the ranks: the value is that of all the samples.
     """
-    generator_mode = {}
+    generators = {"fid": generators} if isinstance(generators, nn.Module) else dict(generators)
+    generator_modes: dict[str, bool] = {}
     real = {"frames": real_frames}
 
-    def fid_step(engine: Engine, chunk: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def fid_step(engine: Engine, chunk: slice) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         with torch.no_grad():
-            fake = generator(noise[chunk]).float()
+            fakes = {name: generator(noise[chunk]).float() for name, generator in generators.items()}
         if callable(real["frames"]):
             real["frames"] = real["frames"]()
-        return fake, real["frames"][chunk].to(device)
+        return fakes, real["frames"][chunk].to(device)
 
     evaluator = Engine(fid_step)
 
     @evaluator.on(Events.STARTED)
-    def generator_to_eval(_: Engine) -> None:
-        generator_mode["training"] = generator.training
-        generator.eval()
-        copy_buffers_from_rank_zero(generator)
+    def generators_to_eval(_: Engine) -> None:
+        for name, generator in generators.items():
+            generator_modes[name] = generator.training
+            generator.eval()
+            copy_buffers_from_rank_zero(generator)
 
     @evaluator.on(Events.COMPLETED)
-    def generator_back(_: Engine) -> None:
-        generator.train(generator_mode["training"])
+    def generators_back(_: Engine) -> None:
+        for name, generator in generators.items():
+            generator.train(generator_modes[name])
 
     features.eval()
-    FID(num_features=features.feature_size, feature_extractor=features, device=device).attach(evaluator, "fid")
+    for name in generators:
+        FID(
+            num_features=features.feature_size,
+            feature_extractor=features,
+            output_transform=lambda output, name=name: (output[0][name], output[1]),
+            device=device,
+        ).attach(evaluator, name)
     return evaluator
 
 

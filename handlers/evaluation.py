@@ -30,10 +30,12 @@ class PeriodicEvaluation:
         tag: str = "eval",
         prefix: str = "",
         tb_metric_names: list[str] | str = "all",
+        with_records: Callable[[], dict[str, Any]] | None = None,
     ):
         """``prefix`` names the records' keys (``val_`` -> ``val_accuracy``); ``tb_metric_names`` picks the scalar
-        metrics for TensorBoard (a confusion matrix is no scalar). Without ``metrics_log`` and ``tb_logger`` (the
-        other ranks of a several-process run) it only evaluates: its metrics are reduced over the ranks."""
+        metrics for TensorBoard (a confusion matrix is no scalar); ``with_records`` gives what each record also
+        holds (what measured it). Without ``metrics_log`` and ``tb_logger`` (the other ranks of a several-process
+        run) it only evaluates: its metrics are reduced over the ranks."""
         self.evaluator = evaluator
         self.data = data
         self.every = every
@@ -42,6 +44,7 @@ class PeriodicEvaluation:
         self.tag = tag
         self.prefix = prefix
         self.tb_metric_names = tb_metric_names
+        self.with_records = with_records or dict
         self._last_evaluated = -1
 
     def attach(self, trainer: Engine) -> "PeriodicEvaluation":
@@ -69,7 +72,8 @@ class PeriodicEvaluation:
 
     def record(self, evaluator: Engine, trainer: Engine) -> None:
         metrics = {f"{self.prefix}{name}": value for name, value in evaluator.state.metrics.items()}
-        self.metrics_log.write({"iteration": trainer.state.iteration, "epoch": trainer.state.epoch, **metrics})
+        record = {"iteration": trainer.state.iteration, "epoch": trainer.state.epoch, **metrics, **self.with_records()}
+        self.metrics_log.write(record)
 
 
 def keep_best(

@@ -2,13 +2,16 @@
 
     SampleSheets(generator, fixed_noise, run.samples, every=1000, tb_logger=tb).attach(trainer)
 
-Every ``every`` iterations and at the end of each run it writes ``samples/fake_<iteration>.png`` and
-``samples/real_<iteration>.png`` (the batch just trained on) and, given a ``TensorboardLogger``, the same grids as
-images ``fake`` and ``real``. The generator runs in ``eval()`` under ``no_grad`` and the noise is fixed: writing a
-sheet changes no model state and draws nothing from any RNG, so it cannot perturb an exactly resumed run.
+Every ``every`` iterations and at the end of each run it writes ``samples/fake_<iteration>.png`` (and
+``fake_ema_<iteration>.png`` for a generator's moving average), ``samples/real_<iteration>.png`` (the batch just
+trained on) and, given a ``TensorboardLogger``, the same grids as images ``fake`` and ``real``; and
+``samples/progress.gif``, the fixed-noise sheets of the whole run as an animation (of the average, when there is
+one). The generators run in ``eval()`` under ``no_grad`` and the noise is fixed: writing a sheet changes no model
+state and draws nothing from any RNG, so it cannot perturb an exactly resumed run.
 """
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -62,13 +65,15 @@ def save_image_atomically(image: Image.Image, path: Path) -> None:
 class SampleSheets:
     def __init__(
         self,
-        generator: torch.nn.Module,
+        generators: torch.nn.Module | Mapping[str, torch.nn.Module],
         fixed_noise: torch.Tensor,
         directory: Path,
         every: int,
         tb_logger: TensorboardLogger | None = None,
     ):
-        self.generator = generator
+        """``generators``: one generator (its sheets are ``fake_*``), or a name -> generator mapping (``{"fake": G,
+        "fake_ema": G_ema}``), each on the same noise."""
+        self.generators = {"fake": generators} if isinstance(generators, torch.nn.Module) else dict(generators)
         self.fixed_noise = fixed_noise
         self.directory = Path(directory)
         self.every = every
@@ -80,20 +85,21 @@ class SampleSheets:
         return self
 
     @torch.no_grad()
-    def fake_images(self) -> torch.Tensor:
-        was_training = self.generator.training
-        self.generator.eval()
+    def fake_images(self, name: str = "fake") -> torch.Tensor:
+        generator = self.generators[name]
+        was_training = generator.training
+        generator.eval()
         try:
-            return self.generator(self.fixed_noise)
+            return generator(self.fixed_noise)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
 
     def write(self, engine: Engine) -> None:
         iteration = engine.state.iteration
         if iteration == self._last_written or iteration == 0 or not output_is_finite(engine.state.output):
             return
         self._last_written = iteration
-        grids = {"fake": image_grid(self.fake_images())}
+        grids = {name: image_grid(self.fake_images(name)) for name in self.generators}
         if isinstance(engine.state.batch, torch.Tensor):
             grids["real"] = image_grid(engine.state.batch[: self.fixed_noise.shape[0]])
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,20 @@ class SampleSheets:
             save_png_atomically(grid, self.directory / f"{tag}_{iteration:07d}.png")
             if self.tb_logger is not None:
                 self.tb_logger.writer.add_image(tag, grid, iteration)
+        write_progress_gif(self.directory, next(reversed(self.generators)))
+
+
+def write_progress_gif(directory: Path, tag: str, frame_ms: int = 250) -> Path:
+    """``progress.gif``: every ``<tag>_<iteration>.png`` sheet of the folder in iteration order, the last one held
+    longer. Made from the files, so after a resume it still has every sheet of the run."""
+    sheets = sorted(directory.glob(f"{tag}_[0-9]*.png"))  # zero-padded iterations: the names sort in run order
+    frames = [Image.open(sheet).convert("RGB") for sheet in sheets]
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 8]
+    encoded = io.BytesIO()
+    frames[0].save(encoded, format="gif", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    path = directory / "progress.gif"
+    write_atomically(path, encoded.getbuffer())
+    return path
 
 
 def pairs_grid(inputs: torch.Tensor, reconstructions: torch.Tensor, per_row: int = 8) -> torch.Tensor:

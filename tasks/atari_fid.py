@@ -12,6 +12,7 @@ FID values are comparable only within one version.
 """
 
 import fcntl
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,34 +74,61 @@ def intact(path: Path) -> bool:
 def load_frame_classifier(
     image_size: int, say: Callable[[str], None] = print
 ) -> tuple[FrameClassifier, dict[str, Any]]:
-    """The cached classifier for ``image_size``, trained first if there is none (one process trains, others wait)."""
+    """The cached classifier for ``image_size``, trained first if there is none, if the cached one is damaged or
+    was made by another recipe (one process trains, others wait). Its info names it: ``fid_classifier``."""
     stride2_stages(image_size)  # a size the models cannot take fails here, before any work
     path = extractor_path(image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        damaged = path.exists() and not intact(path)
-        if damaged:
-            say(f"{path} is damaged (its bytes changed after it was written): it is made again")
-        if damaged or not path.exists():
-            say(f"training Atari-FID's frame classifier for {image_size}x{image_size} frames (first use only)...")
-            model, accuracy = train_frame_classifier(image_size)
-            record = {
-                "version": FID_VERSION,
-                "image_size": image_size,
-                "games": list(FID_GAMES),
-                "recipe": dict(RECIPE),
-                "valid_accuracy": accuracy,
-                "model": model.state_dict(),
-            }
-            save_atomically(record, path)
-            say(f"Atari-FID classifier: validation accuracy {accuracy:.4f} ({len(FID_GAMES)} games); cached at {path}")
+        problem = cache_problem(path, image_size)
+        if problem:
+            say(f"{path} {problem}: it is made again")
+        if problem or not path.exists():
+            build_frame_classifier(path, image_size, say)
     record = torch.load(path, map_location="cpu", weights_only=True)
     with torch.random.fork_rng(devices=[]):  # a module's initial weights draw from the RNG the caller trains with
         model = FrameClassifier(image_size, n_classes=len(record["games"]))
     model.load_state_dict(record["model"])
     info = {key: value for key, value in record.items() if key != "model"}
+    info["fid_classifier"] = classifier_name(record)
     return model.eval(), info
+
+
+def recipe_record(image_size: int) -> dict[str, Any]:
+    """What a cached classifier must have been made by: its version, size, games and training recipe."""
+    return {"version": FID_VERSION, "image_size": image_size, "games": list(FID_GAMES), "recipe": dict(RECIPE)}
+
+
+def cache_problem(path: Path, image_size: int) -> str:
+    """Why the cached file at ``path`` cannot be used ("" if it can, or if there is none)."""
+    if not path.exists():
+        return ""
+    if not intact(path):
+        return "is damaged (its bytes changed after it was written)"
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    made_by = {key: record.get(key) for key in recipe_record(image_size)}
+    if made_by != recipe_record(image_size):
+        return "was made by another recipe than this version's"
+    return ""
+
+
+def build_frame_classifier(path: Path, image_size: int, say: Callable[[str], None]) -> None:
+    say(f"training Atari-FID's frame classifier for {image_size}x{image_size} frames (first use only)...")
+    model, accuracy = train_frame_classifier(image_size)
+    record = {**recipe_record(image_size), "valid_accuracy": accuracy, "model": model.state_dict()}
+    save_atomically(record, path)
+    say(f"Atari-FID classifier: validation accuracy {accuracy:.4f} ({len(FID_GAMES)} games); cached at {path}")
+
+
+def classifier_name(record: dict[str, Any]) -> str:
+    """``atari-fid-v1/<12 hex digits>``: the recipe's version and the SHA-256 of the weights (names and bytes, in
+    name order), so two FID values say whether the same classifier measured them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(record["model"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"{record['version']}/{digest.hexdigest()[:12]}"
 
 
 def image_side(value: int) -> None:
@@ -122,7 +150,7 @@ def build(settings: BuildSettings) -> Built:
     """``scripts/atari_fid.py``: build (or show) the cached classifier for ``--image-size``."""
     _, info = load_frame_classifier(settings.image_size)
     print(
-        f"{extractor_path(settings.image_size)}: {info['version']}, {len(FID_GAMES)} games, "
+        f"{extractor_path(settings.image_size)}: {info['fid_classifier']}, {len(FID_GAMES)} games, "
         f"validation accuracy {info['valid_accuracy']:.4f}"
     )
     return Built(0, info)

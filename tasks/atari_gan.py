@@ -5,8 +5,11 @@ standard run (``tasks.standard_run``). ``scripts/atari_gan.py`` hands its comman
 """
 
 import functools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,11 +19,25 @@ from engines.gan import create_fid_evaluator, fid_batches
 from handlers.evaluation import PeriodicEvaluation, keep_best
 from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
+from runner.checkpoint_files import find_checkpoint
+from runner.cli import launch, launch_tool
+from runner.device import resolve_device
 from runner.distributed import rank_batch_size, rank_seed
 from runner.errors import UserError, say
-from runner.settings import at_least_two, non_negative, positive, setting
+from runner.files import verify_torch_file
+from runner.settings import at_least_two, from_saved, non_negative, one_of, positive, required, setting
 from tasks.atari_fid import load_frame_classifier
 from tasks.gan import GanRunSettings, GanTask, use_producer
+from tasks.gan_generate import (
+    INTERPOLATE_HELP,
+    WEIGHTS_HELP,
+    check_interpolate,
+    checked_out,
+    chosen_generator,
+    generated,
+    sheet_noise,
+    write_sheet,
+)
 from tasks.parts import Attached, RunContext, Scoring
 
 EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
@@ -55,23 +72,32 @@ class AtariGanSettings(GanRunSettings):
 
 
 class LazyFeatures(torch.nn.Module):
-    """Atari-FID's feature layer, its classifier loaded (or trained, on first use) when first called."""
+    """Atari-FID's feature layer, its classifier loaded (or trained, on first use) when first called; ``name`` is
+    then the classifier's ``fid_classifier``."""
 
-    def __init__(self, load: Callable[[], FrameClassifier]):
+    def __init__(self, load: Callable[[], tuple[FrameClassifier, dict]], device: torch.device):
         super().__init__()
         self.load = load
+        self.device = device
         self.classifier: FrameClassifier | None = None
+        self.name = ""
         self.feature_size = FEATURE_SIZE  # (building a classifier to ask would draw from the training RNG)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
-            self.classifier = self.load()
+            classifier, info = self.load()
+            self.classifier, self.name = classifier.to(self.device), info["fid_classifier"]
         return self.classifier.features(frames)
 
 
 class AtariGan(GanTask):
     script = "atari_gan.py"
-    scoring = Scoring("fid", higher_is_better=False, record_prefix="", report_digits=None)
+
+    def __init__(self, settings: AtariGanSettings):
+        super().__init__(settings)
+        # With a moving average of G, its FID judges the run: best checkpoint, --patience, a sweep's value and pruning.
+        metric = "fid_ema" if settings.ema_decay else "fid"
+        self.scoring = Scoring(metric, higher_is_better=False, record_prefix="", report_digits=None)
 
     def make_stream(self, device: torch.device) -> FrameStream | Prefetched:
         return make_stream(self.settings, device)
@@ -89,19 +115,27 @@ class AtariGan(GanTask):
         """Atari-FID every ``eval_every`` iterations, the best-FID weights kept, early stopping on FID if asked."""
         settings, device, gan = self.settings, context.device, self.gan
         # The classifier and the real frames take seconds to make: a run pays for them at its first evaluation.
-        features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=say)[0].to(device))
+        features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=say), device)
         eval_seed = settings.seed + EVAL_SEED_OFFSET
         real = functools.partial(
             spaced_frames, settings.games, settings.fid_samples, settings.image_size, seed=eval_seed
         )
         noise_source = torch.Generator().manual_seed(eval_seed)
         noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=noise_source).to(device)
-        evaluator = create_fid_evaluator(gan.generator, features, real, noise, FID_BATCH, device)
+        generators = {name.replace("fake", "fid"): generator for name, generator in self.generators().items()}
+        evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, device)
         batches = fid_batches(settings.fid_samples, FID_BATCH)
-        PeriodicEvaluation(evaluator, batches, settings.eval_every, context.metrics_log, context.tb_logger).attach(
-            context.trainer
-        )
+        PeriodicEvaluation(
+            evaluator,
+            batches,
+            settings.eval_every,
+            context.metrics_log,
+            context.tb_logger,
+            with_records=lambda: {"fid_classifier": features.name},
+        ).attach(context.trainer)
         models = {"generator": gan.generator, "discriminator": gan.discriminator}
+        if self.ema_generator is not None:
+            models["generator_ema"] = self.ema_generator
         state = keep_best(
             context.trainer,
             evaluator,
@@ -134,3 +168,74 @@ def make_stream(settings: AtariGanSettings, device: torch.device) -> FrameStream
 
 
 train = AtariGan.train
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    checkpoint: str = setting("", "a run directory of atari_gan.py, or one of its checkpoint files", check=required)
+    weights: str = setting("auto", WEIGHTS_HELP, check=one_of("auto", "ema", "raw"))
+    which: str = setting(
+        "last", "last: the newest checkpoint's weights; best: the best Atari-FID's", check=one_of("last", "best")
+    )
+    n: int = setting(64, "frames on the sheet (with --interpolate: rows of K)", check=positive)
+    interpolate: int = setting(0, INTERPOLATE_HELP, check=check_interpolate)
+    seed: int = setting(0, "seeds the noise", check=non_negative)
+    out: str = setting("generated.png", "PNG sheet to write")
+    dev: str = setting("cpu", "device: cpu, cuda or cuda:N")
+
+    def validate(self) -> None:
+        if not self.out.lower().endswith(".png"):
+            raise ValueError(f"--out {self.out}: give a .png file name")
+
+
+@dataclass
+class Generated:
+    exit_code: int
+    images: torch.Tensor
+
+
+def generate(settings: GenerateSettings) -> Generated:
+    """A sheet of a trained Atari GAN's frames (``atari_gan.py generate``)."""
+    device = resolve_device(settings.dev)
+    out = checked_out(settings.out)
+    checkpoint = find_checkpoint(settings.checkpoint, flag="--checkpoint")
+    trained = from_saved(AtariGanSettings, checkpoint.settings, {}, source=str(checkpoint.path))
+    models, source = checkpoint.state, checkpoint.path
+    if settings.which == "best":
+        source = newest_best(checkpoint.run_dir)
+        models = load_checkpoint_models(source)
+    generator, which = chosen_generator(models, settings.weights, lambda: make_networks(trained)[0], source)
+    noise = sheet_noise(settings.n, settings.interpolate, trained.latent_size, settings.seed)
+    images = generated(generator, noise, device)
+    write_sheet(images, out, settings.interpolate)
+    say(f"wrote {len(images)} frames of {which} ({source.name}) to {out}")
+    return Generated(0, images)
+
+
+def newest_best(run_dir: Path) -> Path:
+    best = sorted(run_dir.glob("checkpoints/best_fid_*.pt"), key=lambda path: int(path.stem.rsplit("_", 1)[1]))
+    if not best:
+        raise UserError(f"--which best: {run_dir} has no best_fid_*.pt (it was trained without --eval-every)")
+    return best[-1]
+
+
+def load_checkpoint_models(path: Path) -> dict[str, Any]:
+    verify_torch_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+GENERATE_DESCRIPTION = """Frames from a trained Atari GAN: a sheet, or rows interpolating between random noises.
+
+python scripts/atari_gan.py generate --checkpoint runs/atari_gan-<time>                   # 64 frames, EMA weights
+python scripts/atari_gan.py generate --checkpoint runs/atari_gan-<time> --which best --weights raw --out g.png
+python scripts/atari_gan.py generate --checkpoint runs/atari_gan-<time> --interpolate 8 --n 64 --out walk.png
+"""
+
+
+def main(argv: Sequence[str] | None, description: str, prog: str = "atari_gan.py") -> None:
+    """``atari_gan.py [training flags]`` trains, as it always has; ``atari_gan.py generate [flags]`` draws."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["generate"]:
+        launch_tool(GenerateSettings, generate, f"{prog} generate", GENERATE_DESCRIPTION, argv[1:])
+    else:
+        launch(AtariGanSettings, train, prog, description, argv)

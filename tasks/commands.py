@@ -55,7 +55,7 @@ class TaskCommand:
 TASKS: dict[str, TaskCommand] = {
     "atari_gan": TaskCommand(
         "DCGAN on frames a random agent plays live in Breakout, AirRaid and Pong (Deep RL Hands-On ch. 3)",
-        _training("tasks.atari_gan:AtariGanSettings", "tasks.atari_gan:train"),
+        _own_main("tasks.atari_gan:main"),
     ),
     "classify": TaskCommand(
         "classifiers: digits, MNIST, Fashion-MNIST, CIFAR-10, dogs vs cats, Atari frames, an image folder",

@@ -9,6 +9,7 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
+from ignite.handlers import EMAHandler
 
 from engines.adam import LayoutFreeAdam
 from engines.gan import GanStep, create_gan_trainer
@@ -88,6 +89,12 @@ class GanRunSettings(RunSettings):
         True, "keep freed memory for reuse (glibc): far fewer page faults per step on CPU", resume="free"
     )
     compile: bool = setting(False, "torch.compile both networks (meant for CUDA; slower on CPU)", resume="free")
+    # what the sample sheets and the quality measure also see: an exponential moving average of G's weights
+    ema_decay: float = setting(
+        0.999,
+        "weight of the past in the generator's exponential moving average (EMA), updated each iteration; 0: none",
+        check=in_open_unit_interval,
+    )
     # several processes (runner.distributed): --batch-size is the global batch, split evenly over them
     nproc_per_node: int = setting(
         1, "training processes on this machine (DDP via ignite.distributed; gloo on CPU, nccl on CUDA)", check=positive
@@ -200,14 +207,28 @@ class GanTask(Task):
         to_save = {"stream": per_rank(data), "last_losses": trainer.last_losses, **vars(gan)}
         if scaler is not None:
             to_save["grad_scaler"] = scaler
-        return Parts(trainer, data, to_save, optional=("grad_scaler", "last_losses"))
+        self.ema_generator = None
+        if settings.ema_decay:
+            # Ignite's EMAHandler: ema = decay * ema + (1 - decay) * G after each step; BatchNorm's statistics are G's.
+            ema = EMAHandler(gan.generator, momentum=1 - settings.ema_decay)
+            ema.attach(trainer)
+            self.ema_generator = to_save["generator_ema"] = ema.ema_model
+        # A run from before EMA existed starts its average at its resume; one from before fp16 has no scaler.
+        return Parts(trainer, data, to_save, optional=("grad_scaler", "last_losses", "generator_ema"))
+
+    def generators(self) -> dict[str, torch.nn.Module]:
+        """What sample sheets and evaluations show, by name: ``fake`` (G), and ``fake_ema`` (its average) if on."""
+        shown = {"fake": self.gan.generator}
+        if self.ema_generator is not None:
+            shown["fake_ema"] = self.ema_generator
+        return shown
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """Sample sheets of the generator on a fixed noise batch (by the process that writes)."""
         if context.writes:
             noise = fixed_noise(self.settings, context.device)
             sheets = SampleSheets(
-                self.gan.generator, noise, context.run.samples, self.settings.image_every, context.tb_logger
+                self.generators(), noise, context.run.samples, self.settings.image_every, context.tb_logger
             )
             sheets.attach(context.trainer)
         return Attached()

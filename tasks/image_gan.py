@@ -9,7 +9,6 @@ Generation follows the book: draw ``--candidates`` noises, let D score their ima
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
@@ -24,8 +23,18 @@ from runner.cli import dispatch, launch, launch_tool
 from runner.device import resolve_device
 from runner.distributed import is_main_process
 from runner.errors import UserError, say
-from runner.settings import from_saved, non_negative, positive, required, setting
+from runner.settings import from_saved, non_negative, one_of, positive, required, setting
 from tasks.gan import GanRunSettings, GanTask, use_producer
+from tasks.gan_generate import (
+    INTERPOLATE_HELP,
+    WEIGHTS_HELP,
+    check_interpolate,
+    checked_out,
+    chosen_generator,
+    generated,
+    sheet_noise,
+    write_sheet,
+)
 from tasks.parts import AttachToEvaluator, RunResult
 
 LEAKY_SLOPE = 0.2  # the book's discriminator
@@ -121,8 +130,12 @@ class GenerateSettings:
         "", "a run directory of image_gan.py train, or one of its checkpoint files", check=required
     )
     out: str = setting("best.png", "PNG sheet to write")
-    n: int = setting(64, "images kept (the best by the discriminator's score)", check=positive)
+    n: int = setting(
+        64, "images kept (the best by the discriminator's score; with --interpolate: rows of K)", check=positive
+    )
     candidates: int = setting(512, "noises drawn and scored", check=positive)
+    weights: str = setting("auto", WEIGHTS_HELP, check=one_of("auto", "ema", "raw"))
+    interpolate: int = setting(0, INTERPOLATE_HELP + "; not ranked", check=check_interpolate)
     seed: int = setting(0, "seeds the noises", check=non_negative)
     dev: str = setting("cpu", "device: cpu, cuda or cuda:N")
 
@@ -140,28 +153,31 @@ class GenerateResult:
 
 
 def generate(settings: GenerateSettings) -> GenerateResult:
-    """Rank ``candidates`` generated images by D's logit and write the best ``n`` as one sheet."""
+    """Rank ``candidates`` generated images by D's logit and write the best ``n`` as one sheet; or, with
+    ``--interpolate``, rows walking between random noises (not ranked)."""
     device = resolve_device(settings.dev)
-    out = Path(settings.out)
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    out = checked_out(settings.out)
     checkpoint = find_checkpoint(settings.checkpoint, flag="--checkpoint")
     trained = from_saved(ImageGanSettings, checkpoint.settings, {}, source=str(checkpoint.path))
-    generator, discriminator = make_networks(trained)
-    generator.load_state_dict(checkpoint.state["generator"])
+    generator, which = chosen_generator(
+        checkpoint.state, settings.weights, lambda: make_networks(trained)[0], checkpoint.path
+    )
+    if settings.interpolate:
+        noise = sheet_noise(settings.n, settings.interpolate, trained.latent_size, settings.seed)
+        write_sheet(generated(generator, noise, device), out, settings.interpolate)
+        say(f"wrote {len(noise)} images of {which} (iteration {checkpoint.iteration}) to {out}")
+        return GenerateResult(0, [])
+    discriminator = make_networks(trained)[1]
     discriminator.load_state_dict(checkpoint.state["discriminator"])
-    generator.to(device).eval()
     discriminator.to(device).eval()
-    noise_source = torch.Generator().manual_seed(settings.seed)
-    noise = torch.randn(settings.candidates, trained.latent_size, 1, 1, generator=noise_source).to(device)
+    images = generated(generator, sheet_noise(settings.candidates, 0, trained.latent_size, settings.seed), device)
     with torch.no_grad():
-        images = torch.cat([generator(chunk) for chunk in noise.split(256)])
-        scores = torch.cat([discriminator(chunk) for chunk in images.split(256)])
+        scores = torch.cat([discriminator(chunk.to(device)).cpu() for chunk in images.split(256)])
     best = scores.argsort(descending=True)[: settings.n]
     save_png_atomically(image_grid(images[best]), out)
     say(
-        f"wrote the {settings.n} best of {settings.candidates} images (G and D of iteration {checkpoint.iteration}) "
-        f"to {out}"
+        f"wrote the {settings.n} best of {settings.candidates} images ({which} and D of iteration "
+        f"{checkpoint.iteration}) to {out}"
     )
     return GenerateResult(0, scores[best].tolist())
 

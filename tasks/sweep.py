@@ -29,6 +29,7 @@ from runner.cli import command_line
 from runner.errors import UserError
 from runner.settings import OneLineParser, flag_name, make_settings, parse_flags, positive_int
 from runner.studies import next_trial, open_storage, open_study, suggest
+from tasks.atari_fid import load_frame_classifier
 from tasks.atari_gan import AtariGan, AtariGanSettings
 from tasks.parts import Scoring
 from tasks.standard_run import Task
@@ -61,10 +62,11 @@ class SweepTask:
     search_space: dict[str, optuna.distributions.BaseDistribution]
     step: Callable[[Engine], int] = lambda trainer: trainer.state.iteration  # what pruning reports at
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # the sweep's own task defaults
+    measured_by: Callable[[Any], str] | None = None  # settings -> what measures the score (a study attribute)
 
     @property
     def scoring(self) -> Scoring:
-        return self.task_class(self.settings_cls()).scoring  # the task's kind decides it, not a setting's value
+        return self.task_class(self.settings_cls()).scoring  # by default settings: its direction is the task's
 
     @property
     def metric(self) -> str:
@@ -78,10 +80,29 @@ class SweepTask:
 def sweep_tasks() -> dict[str, SweepTask]:
     by_epoch = {"step": lambda trainer: trainer.state.epoch}  # chapter 003: pruned after each epoch's validation
     return {
-        "atari_gan": SweepTask(AtariGan, AtariGanSettings, ATARI_GAN_SPACE),
+        "atari_gan": SweepTask(AtariGan, AtariGanSettings, ATARI_GAN_SPACE, measured_by=fid_classifier),
         "classify": SweepTask(Supervised, ClassifySettings, MLP_SPACE, defaults={"model": "fashion_mlp"}, **by_epoch),
         "regress": SweepTask(Supervised, RegressSettings, MLP_SPACE, defaults={"model": "mlp"}, **by_epoch),
     }
+
+
+def fid_classifier(settings: AtariGanSettings) -> str:
+    """The classifier behind the trials' Atari-FID (made here if it is not cached yet, once for all trials)."""
+    return load_frame_classifier(settings.image_size, say=print)[1]["fid_classifier"]
+
+
+def check_measure(study: optuna.Study, task: SweepTask, settings: Any) -> None:
+    """A study keeps what measured its values: a study continued with another measure would compare apples and
+    pears (FID from another classifier), and is refused."""
+    if task.measured_by is None:
+        return
+    measure, recorded = task.measured_by(settings), study.user_attrs.get("fid_classifier")
+    if recorded is not None and recorded != measure:
+        raise UserError(
+            f"study '{study.study_name}' was measured by {recorded}, this machine's is {measure}: its values would not "
+            "compare; give a new --study-name"
+        )
+    study.set_user_attr("fid_classifier", measure)
 
 
 def resume_point(run_dir: Path) -> ResumePoint | None:
@@ -112,8 +133,10 @@ def run_trial(task: SweepTask, trial: optuna.trial.Trial, base: dict[str, Any], 
     checkpoint = resume_point(run_dir)
     settings = trial_settings(task, base, params, run_dir)
 
+    metric = task.task_class(settings).scoring.metric  # a setting may pick it (the Atari GAN's fid_ema)
+
     def attach_pruning(evaluator: Engine, trainer: Engine) -> None:
-        evaluator.add_event_handler(Events.COMPLETED, OptunaPruning(trial, task.metric, trainer, task.step))
+        evaluator.add_event_handler(Events.COMPLETED, OptunaPruning(trial, metric, trainer, task.step))
 
     try:
         result = task.task_class.train(settings, checkpoint, attach_to_evaluator=attach_pruning)
@@ -251,7 +274,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
     recipe = task.settings_cls.recipe(explicit) if hasattr(task.settings_cls, "recipe") else {}
     base = {**{k: v for k, v in recipe.items() if k not in task.search_space}, **explicit, "seed": args.seed}
     probe = {name: getattr(d, "choices", [getattr(d, "low", None)])[0] for name, d in task.search_space.items()}
-    trial_settings(task, base, probe, output_dir / "trial_0000")  # refuses bad flag values before any trial runs
+    probe_settings = trial_settings(task, base, probe, output_dir / "trial_0000")  # refuses bad values before trials
     new_folders = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +288,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+    check_measure(study, task, probe_settings)
     code = run_workers(
         args.n_workers, (args.task, args.storage, study_name, args.seed, args.n_trials, base, output_dir)
     )

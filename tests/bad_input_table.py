@@ -45,6 +45,7 @@ class Case:
 def launchers() -> dict[str, type]:
     """The settings dataclass of every command whose flags are generated from one."""
     from tasks.atari_gan import AtariGanSettings
+    from tasks.atari_gan import GenerateSettings as AtariGenerateSettings
     from tasks.autoencode import AutoencodeSettings
     from tasks.char_rnn import CharRnnSettings
     from tasks.image_gan import GenerateSettings, ImageGanSettings
@@ -52,6 +53,7 @@ def launchers() -> dict[str, type]:
 
     return {
         "atari_gan.py": AtariGanSettings,
+        "atari_gan.py generate": AtariGenerateSettings,
         "image_gan.py train": ImageGanSettings,
         "image_gan.py generate": GenerateSettings,
         "classify.py": ClassifySettings,
@@ -82,11 +84,13 @@ SEMANTIC_BY_COMMAND: dict[tuple[str, str], list[tuple[str, ...]]] = {
     ("classify.py", "model"): [("--model", "linear")],
     ("regress.py", "dataset"): [("--dataset", "digits")],
     ("image_gan.py generate", "out"): [("--checkpoint", "no/such/run", "--out", "sheet.jpg")],
+    ("atari_gan.py generate", "out"): [("--checkpoint", "no/such/run", "--out", "sheet.jpg")],
 }
 # Flags that need company to be checked (image_gan train needs a folder before anything else).
 REQUIRED_COMPANY = {
     "image_gan.py train": ("--data-dir", "faces", "--batch-size", "4"),  # four images, made by prepare()
     "image_gan.py generate": ("--checkpoint", "no/such/run"),
+    "atari_gan.py generate": ("--checkpoint", "no/such/run"),
 }
 # Commands with their own hand-written flags (not a settings dataclass).
 OTHER_CASES = [

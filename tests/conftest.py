@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "scripts" / "atari_gan.py"
@@ -98,8 +99,10 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (12, 10), nes
 @pytest.fixture(scope="session", autouse=True)
 def smoke_fid_cache(tmp_path_factory):
     """Atari-FID's classifier for 16x16 frames, trained once per session with a smoke-size recipe into a temporary
-    cache that every launcher subprocess finds through $IGNITE_BOOK_CACHE (the real recipe takes tens of seconds)."""
+    cache that every launcher subprocess finds through $IGNITE_BOOK_CACHE (the real recipe takes tens of seconds).
+    The file is then labelled with the real recipe: a cache made by another recipe is rebuilt on load."""
     import tasks.atari_fid as atari_fid
+    from runner.files import save_atomically
 
     cache = tmp_path_factory.mktemp("fid-cache")
     os.environ["IGNITE_BOOK_CACHE"] = str(cache)
@@ -110,6 +113,8 @@ def smoke_fid_cache(tmp_path_factory):
     finally:
         atari_fid.RECIPE.clear()
         atari_fid.RECIPE.update(real_recipe)
+    path = atari_fid.extractor_path(16)
+    save_atomically({**torch.load(path, weights_only=True), "recipe": real_recipe}, path)
     return cache
 
 
@@ -138,3 +143,38 @@ def tiny_settings():
         return make_settings(AtariGanSettings, {**values, **overrides})
 
     return build
+
+
+ALL_HPARAMS_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def hparams_tab(logdir) -> dict[str, dict]:
+    """The session groups TensorBoard's HParams tab shows for ``logdir``: name -> hparams, metrics, status; read by
+    TensorBoard's own HParams plugin, as its web page asks for them."""
+    import json
+
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import hparams_plugin
+    from werkzeug.test import EnvironBuilder
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
+    route = hparams_plugin.HParamsPlugin(context).get_plugin_apps()["/session_groups"]
+    body = {"experimentName": "", "allowedStatuses": ALL_HPARAMS_STATUSES, "colParams": []}
+    body |= {"startIndex": 0, "sliceSize": 99}
+    environ = EnvironBuilder(method="POST", path="/session_groups", json=body).get_environ()
+    statuses = []
+    answer = json.loads(b"".join(route(environ, lambda status, headers: statuses.append(status))))
+    assert statuses == ["200 OK"]
+    return {
+        group["name"]: {
+            "hparams": group["hparams"],
+            "metrics": {value["name"]["tag"]: value["value"] for value in group["metricValues"]},
+            "status": group["sessions"][0]["status"],
+        }
+        for group in answer.get("sessionGroups", [])
+    }

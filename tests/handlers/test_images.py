@@ -41,7 +41,10 @@ def finite_step(engine, batch):
 
 
 def names(directory) -> list[str]:
-    return sorted(path.name for path in directory.iterdir()) if directory.exists() else []
+    """The folder's files but the run's animation (``progress.gif``, checked on its own)."""
+    if not directory.exists():
+        return []
+    return sorted(path.name for path in directory.iterdir() if path.name != "progress.gif")
 
 
 def test_sheets_are_written_every_n_iterations_and_at_the_end(tmp_path, generator, fixed_noise):
@@ -58,6 +61,13 @@ def test_sheets_are_written_every_n_iterations_and_at_the_end(tmp_path, generato
         "real_0000004.png",
         "real_0000005.png",
     ]
+    with Image.open(tmp_path / "samples" / "progress.gif") as animation:  # every fake sheet so far, in order
+        durations = []
+        for frame in range(animation.n_frames):
+            animation.seek(frame)
+            durations.append(animation.info["duration"])
+    # An untrained generator draws the same sheet three times: GIF merges equal frames, adding their times
+    assert sum(durations) == 250 + 250 + 8 * 250
 
 
 def test_an_end_that_coincides_with_a_periodic_sheet_writes_it_once(tmp_path, generator, fixed_noise, monkeypatch):

@@ -115,3 +115,27 @@ def test_a_damaged_cached_classifier_is_said_and_made_again(monkeypatch, tmp_pat
     assert said[0] == f"{path} is damaged (its bytes changed after it was written): it is made again"
     assert said[-1].startswith("Atari-FID classifier: validation accuracy")
     verify_torch_file(path)  # whole again
+
+
+def test_a_cached_classifier_of_another_recipe_is_said_and_made_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("IGNITE_BOOK_CACHE", str(tmp_path))
+    for key, value in {"train_per_game": 8, "valid_per_game": 4, "epochs": 1}.items():
+        monkeypatch.setitem(atari_fid.RECIPE, key, value)
+    _, first = atari_fid.load_frame_classifier(8, say=lambda message: None)
+    monkeypatch.setitem(atari_fid.RECIPE, "lr", 2e-3)  # the recipe changed, its version did not
+    said: list[str] = []
+    _, second = atari_fid.load_frame_classifier(8, say=said.append)
+    path = atari_fid.extractor_path(8)
+    assert said[0] == f"{path} was made by another recipe than this version's: it is made again"
+    assert torch.load(path, weights_only=True)["recipe"]["lr"] == 2e-3
+    assert first["fid_classifier"] != second["fid_classifier"]  # other weights, another name
+
+
+def test_the_classifiers_name_is_its_version_and_the_sha256_of_its_weights():
+    model, info = atari_fid.load_frame_classifier(SIZE, say=lambda message: None)
+    version, digest = info["fid_classifier"].split("/")
+    assert version == atari_fid.FID_VERSION and len(digest) == 12 and int(digest, 16) >= 0
+    record = torch.load(atari_fid.extractor_path(SIZE), weights_only=True)
+    assert atari_fid.classifier_name(record) == info["fid_classifier"]
+    changed = {**record, "model": {name: tensor + 1e-3 for name, tensor in model.state_dict().items()}}
+    assert atari_fid.classifier_name(changed) != info["fid_classifier"]

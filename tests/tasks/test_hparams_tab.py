@@ -1,49 +1,20 @@
 """Every run in TensorBoard's HParams tab, read by TensorBoard's own HParams plugin as its web page asks for it:
 its settings, its best score, and its state (complete, stopped, pruned, failed), each run linked to its scalars."""
 
-import json
 import math
 import os
 import signal
 
 import optuna
 import pytest
-from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
-from tensorboard.plugins import base_plugin
-from tensorboard.plugins.hparams import hparams_plugin
-from werkzeug.test import EnvironBuilder
 
 import tasks.atari_gan as atari_gan
 import tasks.gan as gan_run
 import tasks.sweep as sweep
+from conftest import hparams_tab
 from handlers.hparams import STATES
 from handlers.metrics_log import read_records
 from runner.checkpoint_files import find_checkpoint
-
-ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-
-
-def hparams_tab(logdir) -> dict[str, dict]:
-    """The session groups TensorBoard's HParams tab shows for ``logdir``: name -> hparams, metrics, status."""
-    multiplexer = plugin_event_multiplexer.EventMultiplexer()
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
-    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
-    route = hparams_plugin.HParamsPlugin(context).get_plugin_apps()["/session_groups"]
-    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 99}
-    environ = EnvironBuilder(method="POST", path="/session_groups", json=body).get_environ()
-    statuses = []
-    answer = json.loads(b"".join(route(environ, lambda status, headers: statuses.append(status))))
-    assert statuses == ["200 OK"]
-    return {
-        group["name"]: {
-            "hparams": group["hparams"],
-            "metrics": {value["name"]["tag"]: value["value"] for value in group["metricValues"]},
-            "status": group["sessions"][0]["status"],
-        }
-        for group in answer.get("sessionGroups", [])
-    }
 
 
 def engine_factory_with(monkeypatch, at_iteration: int, act) -> None:
@@ -64,8 +35,9 @@ def engine_factory_with(monkeypatch, at_iteration: int, act) -> None:
     monkeypatch.setattr(gan_run, "create_gan_trainer", factory)
 
 
-def best_fid(run_dir) -> float:
-    return min(record["fid"] for record in read_records(run_dir / "metrics.jsonl") if "fid" in record)
+def best_fid_ema(run_dir) -> float:
+    """What judges an Atari GAN run with its default moving average of G."""
+    return min(record["fid_ema"] for record in read_records(run_dir / "metrics.jsonl") if "fid_ema" in record)
 
 
 @pytest.fixture(scope="module")
@@ -123,5 +95,6 @@ def test_each_run_shows_its_settings_and_its_best_score_linked_to_its_scalars(sw
     assert tab["complete"]["hparams"]["games"] == "Breakout,AirRaid,Pong"
     assert "output_dir" not in tab["complete"]["hparams"]  # where a run is, not what it is
     for name in ("complete", "resumed", "trial_0000"):
-        assert tab[name]["metrics"].get("outcome/best_fid") == pytest.approx(best_fid(sweep_folder / name)), name
-        assert "eval/fid" in tab[name]["metrics"]  # the run's own scalars, in the same run
+        best = tab[name]["metrics"].get("outcome/best_fid_ema")
+        assert best == pytest.approx(best_fid_ema(sweep_folder / name)), name
+        assert {"eval/fid", "eval/fid_ema"} <= set(tab[name]["metrics"])  # the run's own scalars, in the same run

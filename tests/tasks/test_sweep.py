@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 import tasks.sweep as sweep
-from conftest import REPO, tree_digest
+from conftest import REPO, hparams_tab, tree_digest
 from handlers.metrics_log import read_records
 from runner.errors import UserError
 
@@ -47,8 +47,22 @@ def test_sweep_finishes_its_trials_with_intermediate_values_and_fid_records(fini
     assert all(sorted(t.intermediate_values) == [6, 12] for t in trials)
     assert 0 < study.best_value < float("inf")
     for trial in trials:
-        fids = [r["fid"] for r in read_records(Path(trial.user_attrs["run_dir"]) / "metrics.jsonl") if "fid" in r]
+        records = read_records(Path(trial.user_attrs["run_dir"]) / "metrics.jsonl")
+        fids = [r["fid_ema"] for r in records if "fid" in r]  # the moving average of G judges (--ema-decay)
         assert len(fids) == 2 and trial.value == min(fids)
+        measured_by = {r["fid_classifier"] for r in records if "fid" in r}
+        assert measured_by == {load(finished_sweep).user_attrs["fid_classifier"]}
+
+
+def test_every_trial_is_in_tensorboards_hparams_tab_with_its_value(finished_sweep):
+    tab = hparams_tab(finished_sweep)
+    trials = load(finished_sweep).get_trials()
+    assert sorted(tab) == sorted(Path(t.user_attrs["run_dir"]).name for t in trials)
+    for trial in trials:
+        shown = tab[Path(trial.user_attrs["run_dir"]).name]
+        assert shown["metrics"]["outcome/best_fid_ema"] == pytest.approx(trial.value)
+        assert shown["hparams"]["lr"] == pytest.approx(trial.params["lr"])
+        assert (shown["metrics"]["outcome/state"], shown["status"]) == (1, "STATUS_SUCCESS")
 
 
 def test_running_a_finished_sweep_again_does_nothing_new(finished_sweep):
@@ -115,7 +129,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_not_complete(tmp_path, monkeypatch
     assert frozen.state == TrialState.PRUNED
     assert list(frozen.intermediate_values) == [4]
     records = read_records(tmp_path / "trial_0000" / "metrics.jsonl")
-    assert [r["fid"] for r in records if "fid" in r] == [frozen.intermediate_values[4]]  # the pruning score, kept
+    assert [r["fid_ema"] for r in records if "fid" in r] == [frozen.intermediate_values[4]]  # the pruning score
     assert not (tmp_path / "trial_0000" / "checkpoints" / "checkpoint_8.pt").exists()
 
 
