@@ -178,3 +178,23 @@ def hparams_tab(logdir) -> dict[str, dict]:
         }
         for group in answer.get("sessionGroups", [])
     }
+
+
+def engine_factory_with(monkeypatch, at_iteration: int, act) -> None:
+    """The GAN trainer, with ``act(engine, output)`` at one iteration (a NaN, a signal)."""
+    import tasks.gan as gan_run
+
+    real_factory = gan_run.create_gan_trainer
+
+    def factory(*args, **kwargs):
+        engine = real_factory(*args, **kwargs)
+        step = engine._process_function
+
+        def step_with_act(engine, batch):
+            output = step(engine, batch)
+            return act(engine, output) if engine.state.iteration == at_iteration else output
+
+        engine._process_function = step_with_act
+        return engine
+
+    monkeypatch.setattr(gan_run, "create_gan_trainer", factory)

@@ -5,28 +5,14 @@ import math
 import torch
 
 import tasks.atari_gan as task
-import tasks.gan as gan_run
-from conftest import damage_tensor_data
+from conftest import damage_tensor_data, engine_factory_with
 from handlers.metrics_log import records_by_iteration
 from runner.checkpoint_files import ResumePoint, checkpoint_files, find_checkpoint, load_checkpoint
 from runner.device import bf16_supported
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_settings, monkeypatch, capsys):
-    real_factory = gan_run.create_gan_trainer
-
-    def factory_that_diverges_at_12(*args, **kwargs):
-        engine = real_factory(*args, **kwargs)
-        step = engine._process_function
-
-        def diverging_step(engine, batch):
-            output = step(engine, batch)
-            return {**output, "loss_gen": math.nan} if engine.state.iteration == 12 else output
-
-        engine._process_function = diverging_step
-        return engine
-
-    monkeypatch.setattr(gan_run, "create_gan_trainer", factory_that_diverges_at_12)
+    engine_factory_with(monkeypatch, 12, lambda engine, output: {**output, "loss_gen": math.nan})
     settings = tiny_settings(tmp_path / "run", max_iters=20, checkpoint_every=5, image_every=5)
     assert task.train(settings).exit_code == 1
     assert "iteration 12: a loss became NaN" in capsys.readouterr().err

@@ -9,30 +9,11 @@ import optuna
 import pytest
 
 import tasks.atari_gan as atari_gan
-import tasks.gan as gan_run
 import tasks.sweep as sweep
-from conftest import hparams_tab
+from conftest import engine_factory_with, hparams_tab
 from handlers.hparams import STATES
 from handlers.metrics_log import read_records
 from runner.checkpoint_files import find_checkpoint
-
-
-def engine_factory_with(monkeypatch, at_iteration: int, act) -> None:
-    """The GAN trainer, with ``act(engine, output)`` at one iteration (a NaN, a signal)."""
-    real_factory = gan_run.create_gan_trainer
-
-    def factory(*args, **kwargs):
-        engine = real_factory(*args, **kwargs)
-        step = engine._process_function
-
-        def step_with_act(engine, batch):
-            output = step(engine, batch)
-            return act(engine, output) if engine.state.iteration == at_iteration else output
-
-        engine._process_function = step_with_act
-        return engine
-
-    monkeypatch.setattr(gan_run, "create_gan_trainer", factory)
 
 
 def best_fid_ema(run_dir) -> float:
