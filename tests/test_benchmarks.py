@@ -42,3 +42,21 @@ def test_the_integrity_benchmark_times_save_check_and_load_of_a_real_checkpoint(
     tiny = ["--dev", "cpu", "--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
     times = load("checkpoint_integrity").measure(tiny, repeats=2)
     assert times["size_mb"] > 0 and all(times[key] > 0 for key in ("save", "check", "load"))
+
+
+def test_the_fid_summary_gives_each_generators_best_and_late_spread(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    records = [{"iteration": i, "fid": 100.0 / i, "fid_ema": 50.0 / i + 1} for i in (1, 2, 3, 4, 5, 6)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fid_summary.py"), str(tmp_path), "--plot", str(tmp_path / "f.png")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0] == "fid: best 16.7 at iteration 6; last third (2 evaluations): min 16.7, max 20.0, mean 18.3, std 1.7"
+    assert out[1].startswith("fid_ema: best 9.3 at iteration 6;")
+    assert out[-1] == "| 6 | 16.7 | 9.3 |" and (tmp_path / "f.png").stat().st_size > 0
