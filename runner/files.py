@@ -4,6 +4,7 @@ torch files checked before they are trusted.
     write_atomically(run.path / "config.json", text.encode())
     save_atomically({"model": model.state_dict()}, run.path / "export" / "model.pt")   # torch.save, atomically
     verify_torch_file(run.path / "export" / "model.pt")   # raises DamagedFile if its bytes changed since
+    spec = load_torch_file(run.path / "export" / "model.pt", "exported model")   # checked, then read safely
 
 The data goes to ``<name>.tmp`` beside the target, is flushed to the disk (fsync) and renamed over the target: at any
 instant the target is either the previous file or the new one, whole. A write that fails (a full disk, a quota, a
@@ -109,6 +110,16 @@ def verify_torch_file(path: str | Path) -> None:
         raise DamagedFile(f"{path} is damaged ({type(error).__name__}: its entries cannot be read back)") from None
     if damaged is not None:
         raise DamagedFile(f"{path} is damaged: the bytes of its entry {damaged} changed after it was written")
+
+
+def load_torch_file(path: str | Path, what: str, shown: str | None = None, hint: str = "") -> Any:
+    """A torch file checked (``verify_torch_file``) and read safely (``weights_only``, onto the CPU). A file that
+    cannot be read is one ``UserError``: ``<shown or path>: not a readable <what> (<error type>)<hint>``."""
+    verify_torch_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways, all one mistake
+        raise UserError(f"{shown or path}: not a readable {what} ({type(error).__name__}){hint}") from None
 
 
 def warn_unchecked(path: Path) -> None:

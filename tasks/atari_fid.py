@@ -81,12 +81,9 @@ def load_frame_classifier(
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        problem = cache_problem(path, image_size)
-        if problem:
-            say(f"{path} {problem}: it is made again")
-        if problem or not path.exists():
-            build_frame_classifier(path, image_size, say)
-    record = torch.load(path, map_location="cpu", weights_only=True)
+        record = usable_cache(path, image_size, say)
+        if record is None:
+            record = build_frame_classifier(path, image_size, say)
     with torch.random.fork_rng(devices=[]):  # a module's initial weights draw from the RNG the caller trains with
         model = FrameClassifier(image_size, n_classes=len(record["games"]))
     model.load_state_dict(record["model"])
@@ -100,25 +97,27 @@ def recipe_record(image_size: int) -> dict[str, Any]:
     return {"version": FID_VERSION, "image_size": image_size, "games": list(FID_GAMES), "recipe": dict(RECIPE)}
 
 
-def cache_problem(path: Path, image_size: int) -> str:
-    """Why the cached file at ``path`` cannot be used ("" if it can, or if there is none)."""
+def usable_cache(path: Path, image_size: int, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The cached record at ``path``, read once; None if there is none, or if it cannot be used (said why)."""
     if not path.exists():
-        return ""
-    if not intact(path):
-        return "is damaged (its bytes changed after it was written)"
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    made_by = {key: record.get(key) for key in recipe_record(image_size)}
-    if made_by != recipe_record(image_size):
-        return "was made by another recipe than this version's"
-    return ""
+        return None
+    if intact(path):
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        if {key: record.get(key) for key in recipe_record(image_size)} == recipe_record(image_size):
+            return record
+        say(f"{path} was made by another recipe than this version's: it is made again")
+    else:
+        say(f"{path} is damaged (its bytes changed after it was written): it is made again")
+    return None
 
 
-def build_frame_classifier(path: Path, image_size: int, say: Callable[[str], None]) -> None:
+def build_frame_classifier(path: Path, image_size: int, say: Callable[[str], None]) -> dict[str, Any]:
     say(f"training Atari-FID's frame classifier for {image_size}x{image_size} frames (first use only)...")
     model, accuracy = train_frame_classifier(image_size)
     record = {**recipe_record(image_size), "valid_accuracy": accuracy, "model": model.state_dict()}
     save_atomically(record, path)
     say(f"Atari-FID classifier: validation accuracy {accuracy:.4f} ({len(FID_GAMES)} games); cached at {path}")
+    return record
 
 
 def classifier_name(record: dict[str, Any]) -> str:

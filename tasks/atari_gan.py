@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,7 +23,7 @@ from runner.cli import launch, launch_tool
 from runner.device import resolve_device
 from runner.distributed import rank_batch_size, rank_seed
 from runner.errors import UserError, say
-from runner.files import verify_torch_file
+from runner.files import load_torch_file
 from runner.settings import at_least_two, from_saved, non_negative, one_of, positive, required, setting
 from tasks.atari_fid import load_frame_classifier
 from tasks.gan import GanRunSettings, GanTask, use_producer
@@ -203,7 +202,7 @@ def generate(settings: GenerateSettings) -> Generated:
     models, source = checkpoint.state, checkpoint.path
     if settings.which == "best":
         source = newest_best(checkpoint.run_dir)
-        models = load_checkpoint_models(source)
+        models = load_torch_file(source, "best-FID file")
     generator, which = chosen_generator(models, settings.weights, lambda: make_networks(trained)[0], source)
     noise = sheet_noise(settings.n, settings.interpolate, trained.latent_size, settings.seed)
     images = generated(generator, noise, device)
@@ -217,11 +216,6 @@ def newest_best(run_dir: Path) -> Path:
     if not best:
         raise UserError(f"--which best: {run_dir} has no best_fid_*.pt (it was trained without --eval-every)")
     return best[-1]
-
-
-def load_checkpoint_models(path: Path) -> dict[str, Any]:
-    verify_torch_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 GENERATE_DESCRIPTION = """Frames from a trained Atari GAN: a sheet, or rows interpolating between random noises.

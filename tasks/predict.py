@@ -28,7 +28,7 @@ from torchvision import transforms
 
 from models.book_models import build_model, split_wide_deep
 from runner.errors import UserError
-from runner.files import save_atomically, verify_torch_file
+from runner.files import load_torch_file, save_atomically
 from runner.settings import OneLineParser, positive_int
 from tasks import pretrained
 
@@ -73,11 +73,7 @@ class SingleInput(torch.nn.Module):
 
 
 def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    verify_torch_file(path)
-    try:
-        spec = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (any unreadable file is the same mistake)
-        raise UserError(f"{path}: not a readable exported model ({type(error).__name__})") from None
+    spec = load_torch_file(path, "exported model")
     missing = {"model", "input_shape", "n_outputs", "state_dict", "preprocessing"} - set(spec)
     if missing:
         raise UserError(f"{path}: not an export of this version (missing {', '.join(sorted(missing))}); retrain it")

@@ -25,7 +25,7 @@ import torchvision
 from torchvision.models import WeightsEnum, get_model, get_model_weights, list_models
 
 from runner.errors import UserError, say
-from runner.files import verify_torch_file
+from runner.files import load_torch_file
 
 # Suggested when a misspelt name is close to none: the chapter's model, its Torch Hub example, two small ones.
 WELL_KNOWN = ("resnet101", "resnet18", "mobilenet_v3_small", "vit_b_16")
@@ -76,11 +76,7 @@ def pretrained_model(name: str, weights: WeightsEnum, weights_file: str | None) 
 
 
 def state_dict_from_file(path: str | Path, source: str, hint: str = "") -> Any:
-    verify_torch_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (a foreign file fails in many ways: all say the same to the user)
-        raise UserError(f"{source}: not a readable state dict ({type(error).__name__}){hint}") from None
+    return load_torch_file(path, "state dict", shown=source, hint=hint)
 
 
 def downloaded_state_dict(name: str, weights: WeightsEnum) -> dict[str, Any]:
