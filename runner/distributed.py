@@ -2,6 +2,8 @@
 
     python scripts/atari_gan.py --nproc-per-node 2 ...               # spawned here through idist.Parallel
     torchrun --standalone --nproc-per-node 2 scripts/atari_gan.py ...  # torchrun's processes join the same way
+    torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 --rdzv-id RUN \
+        scripts/atari_gan.py ... --output-dir /shared/runs/x          # on each of two machines (docs/distributed.md)
 
 Every rank runs the same task function; the rules that keep N processes in step:
 
@@ -13,7 +15,9 @@ Every rank runs the same task function; the rules that keep N processes in step:
   holds every rank's data-stream and RNG state (``PerRank``), and a resume gives each rank its own back;
 - a decision taken on one rank (a signal that reached one process, a failed checkpoint write) is taken by all at
   the same point (``handlers.stop.GracefulStop``, ``agree``), because a rank that stopped alone would leave the
-  others waiting in a collective.
+  others waiting in a collective;
+- a checkpoint records the run's topology (nodes, threads per process): both change the numbers' last bits, so a
+  resume on another one is refused (``check_topology``).
 
 With one process none of this changes anything: no wrapper, no collective, the checkpoint layout of a plain run.
 """
@@ -59,6 +63,11 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ
 
 
+def node_count() -> int:
+    """The nodes this launch runs on: torchrun's agents (``GROUP_WORLD_SIZE``), 1 for processes spawned here."""
+    return int(os.environ.get("GROUP_WORLD_SIZE", "1")) if under_torchrun() else 1
+
+
 def world_size() -> int:
     return idist.get_world_size()
 
@@ -70,6 +79,14 @@ def is_main_process() -> bool:
 def usable_cores() -> int:
     """The CPUs this process may run on (its affinity mask, which a container or ``taskset`` may narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_process(local_processes: int) -> int:
+    """A CPU rank's threads: ``OMP_NUM_THREADS`` when set (the user's, or torchrun's 1 on a node of several
+    processes; torch read it when it started), else this machine's cores shared out over its processes."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    return max(1, usable_cores() // local_processes)
 
 
 def rank_seed(seed: int) -> int:
@@ -142,15 +159,18 @@ class PerRank:
     """An object with ``state_dict``/``load_state_dict`` (a data stream, the RNGs) whose state differs per rank.
 
     Saved, it holds every rank's state (``{"ranks": [...]}``, gathered on every rank: a checkpoint is written by
-    rank 0); loaded, each rank takes its own. ``per_rank`` wraps only when there are several ranks, so one-process
-    checkpoints keep their layout.
+    rank 0) and the topology that made them (``{"topology": {"nodes": 2, "threads": [per rank]}}``, read back by
+    ``check_topology``); loaded, each rank takes its own. ``per_rank`` wraps only when there are several ranks, so
+    one-process checkpoints keep their layout.
     """
 
     def __init__(self, obj: Any):
         self.obj = obj
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ranks": gather_objects(self.obj.state_dict())}
+        gathered = gather_objects((self.obj.state_dict(), torch.get_num_threads()))
+        topology = {"nodes": node_count(), "threads": [threads for _, threads in gathered]}
+        return {"ranks": [state for state, _ in gathered], "topology": topology}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = len(state["ranks"]) if isinstance(state, dict) and "ranks" in state else 1
@@ -179,11 +199,70 @@ def checked_world(settings: Any, resume: ResumePoint | None) -> int:
     if resume is not None:
         saved = resume.settings.get("nproc_per_node", 1)
         if saved != wanted:
-            how = f"torchrun --nproc-per-node {saved}" if under_torchrun() else f"--nproc-per-node {saved}"
-            raise UserError(f"{resume.path} was written by {saved} process(es); resume it with {how}")
+            nodes = (saved_topology(resume) or {}).get("nodes", 1)
+            raise UserError(f"{resume.path} was written by {saved} process(es); resume it with {launch(saved, nodes)}")
     if under_torchrun() and settings.nproc_per_node not in (1, wanted):
         raise UserError(f"--nproc-per-node {settings.nproc_per_node}: under torchrun, torchrun's own flag decides")
     return wanted
+
+
+def launch(processes: int, nodes: int) -> str:
+    """The launcher flags that start ``processes`` processes on ``nodes`` nodes (for a refusal's hint)."""
+    if nodes > 1:
+        return f"torchrun --nnodes {nodes} --nproc-per-node {processes // nodes} (on each node)"
+    return f"torchrun --nproc-per-node {processes}" if under_torchrun() else f"--nproc-per-node {processes}"
+
+
+def saved_topology(resume: ResumePoint) -> dict[str, Any] | None:
+    """The nodes and per-rank thread counts a checkpoint was written with (``PerRank``); None for a one-process
+    checkpoint or one written before they were recorded."""
+    for value in resume.state.values():
+        if isinstance(value, dict) and isinstance(value.get("topology"), dict):
+            return value["topology"]
+    return None
+
+
+def check_topology(resume: ResumePoint | None, nodes: int, threads: list[int], dev: str) -> None:
+    """Refuse a resume on another node count, or (on CPU) other threads per process, than the checkpoint's.
+
+    Refused, not warned about: neither changes what the checkpoint can hold, only the numbers' last bits (a node's
+    processes reduce among themselves first on NCCL; each process's thread count splits its CPU kernels' sums), so
+    a resume that went on would silently break the exact-resume promise. And either can always be matched, on any
+    machines: torchrun runs several nodes on one machine, and ``OMP_NUM_THREADS`` sets any thread count. The thread
+    count is not compared when the run or the checkpoint is on a GPU: the CPU's threads do none of its arithmetic.
+    A checkpoint written before the topology was recorded resumes unchecked."""
+    saved = saved_topology(resume) if resume is not None else None
+    if saved is None:
+        return
+    processes = len(threads)
+    if saved["nodes"] != nodes:
+        raise UserError(
+            f"{resume.path} was written on {saved['nodes']} node(s), this launch has {nodes}: the node layout "
+            f"changes the numbers; resume it with {launch(processes, saved['nodes'])}"
+        )
+    if dev == "cpu" and resume.settings.get("dev", "cpu") == "cpu" and saved["threads"] != threads:
+        same = len(set(saved["threads"])) == 1
+        hint = f"OMP_NUM_THREADS={saved['threads'][0]}" if same else "OMP_NUM_THREADS set per node to match"
+        raise UserError(
+            f"{resume.path} was written with {shown(saved['threads'])} thread(s) per process, this launch has "
+            f"{shown(threads)}: the thread count changes the numbers; resume it with {hint}"
+        )
+
+
+def shown(threads: list[int]) -> str:
+    """``2`` when every rank has 2 threads, else the list by rank."""
+    return str(threads[0]) if len(set(threads)) == 1 else f"{threads} (by rank)"
+
+
+def agreed_topology(resume: ResumePoint | None, dev: str) -> None:
+    """``check_topology`` on every rank, with every rank's thread count: rank 0's refusal is the one shown."""
+    threads = gather_objects(torch.get_num_threads())
+    error = None
+    try:
+        check_topology(resume, node_count(), threads, dev)
+    except UserError as refused:
+        error = refused
+    agree(error if is_main_process() else None)
 
 
 def check_split(settings: Any, ranks: int) -> None:
@@ -214,6 +293,7 @@ def run_ranks(train: Callable[[Any, Any], Any], settings: Any, resume: ResumePoi
         return report.exit_code
     if settings.dev.startswith("cuda") and torch.cuda.device_count() < ranks:
         raise UserError(f"--nproc-per-node {ranks}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    check_topology(resume, 1, [threads_per_process(ranks)] * ranks, settings.dev)  # one node, before any starts
     outcomes = multiprocessing.get_context("spawn").SimpleQueue()  # each rank puts (rank, exit code, message)
     # Each rank reads the checkpoint itself: tensors handed to a spawned process travel in shared memory, and the
     # ranks' optimizers would then update one another's states (each Adam step counted once per rank).
@@ -304,7 +384,9 @@ def _rank_main(
         if isinstance(resume, Path):
             resume = ResumePoint(resume, load_checkpoint(resume))
         if settings.dev == "cpu":  # N processes share the cores instead of each starting a thread per core
-            torch.set_num_threads(max(1, usable_cores() // idist.get_nproc_per_node()))
+            torch.set_num_threads(threads_per_process(idist.get_nproc_per_node()))
+        if isinstance(outcomes, OwnOutcome):  # torchrun's: the nodes are known now (spawned: checked before)
+            agreed_topology(resume, settings.dev)
         # torchrun's ranks each made their own default output_dir (a timestamp): rank 0's is the run's.
         settings = replace(settings, output_dir=idist.broadcast(settings.output_dir, src=0, safe_mode=True))
         exit_code = train(settings, resume).exit_code

@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, TINY, losses, run_launcher, start_launcher, wait_for_iteration, write_images
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.checkpoint_files import ResumePoint, checkpoint_files
-from runner.distributed import PerRank, checked_world, rank_seed
+from runner.distributed import PerRank, checked_world, rank_seed, threads_per_process
 from runner.errors import UserError
 
 TWO = [*TINY, "--seed", "1", "--log-every", "1", "--nproc-per-node", "2", "--eval-every", "4"]
@@ -66,7 +66,9 @@ def test_torchrun_runs_the_same_training_as_nproc_per_node(two_process_run, tmp_
     run_dir = tmp_path / "T"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     args = [a for a in TWO if a not in ("--nproc-per-node", "2")] + ["--max-iters", "8", "--output-dir", str(run_dir)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # torchrun gives a node's several processes OMP_NUM_THREADS=1, which the ranks keep; the spawned reference shares
+    # the cores out: the same thread count only on 2 cores, so it is set here to the reference's.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads_per_process(2))}
     command = [*torchrun, str(REPO / "scripts" / "atari_gan.py"), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr
