@@ -29,6 +29,8 @@ class _Failure:
 class Prefetched:
     """Iterator over ``source``'s batches, made ``depth`` ahead in a daemon thread; checkpointable like ``source``."""
 
+    producer = "background producer"  # how a run's "fast path" line names it
+
     def __init__(self, source: Any, depth: int = 2, pin_memory: bool = False):
         if depth < 1:
             raise ValueError("depth must be at least 1")

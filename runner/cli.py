@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.checkpoint_files import ResumePoint, find_checkpoint
-from runner.distributed import run_ranks
+from runner.distributed import run_ranks, under_torchrun
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import config_text, from_saved, make_settings, parse_command
@@ -35,7 +35,10 @@ def task_name(prog: str) -> str:
 
 def command_line(script: str) -> str:
     """How the user starts a launcher, for the hints a run prints: ``char_rnn.py train`` -> ``python
-    scripts/char_rnn.py train``, or ``ignite-book char_rnn train`` under the installed command."""
+    scripts/char_rnn.py train``, or ``ignite-book char_rnn train`` under the installed command. Under torchrun the
+    same torchrun flags are needed again (a resume on another topology is refused), which this process cannot see."""
+    if under_torchrun():
+        return f"torchrun [the same flags] scripts/{script}"
     if os.environ.get(COMMAND_ENV) == PROGRAM:
         first, *rest = script.split()
         return " ".join([PROGRAM, Path(first).stem, *rest])

@@ -10,23 +10,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 
 from datasets.atari import DEFAULT_GAMES, FrameStream, check_games, spaced_frames
 from datasets.prefetch import Prefetched
+from datasets.workers import WorkerFrames, worker_count
 from engines.gan import create_fid_evaluator, fid_batches
 from handlers.evaluation import PeriodicEvaluation, keep_best
 from models.dcgan import Discriminator, Generator, stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
-from runner.checkpoint_files import find_checkpoint
+from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.cli import launch, launch_tool
 from runner.device import resolve_device
-from runner.distributed import rank_batch_size, rank_seed
+from runner.distributed import rank_batch_size, rank_seed, usable_cores
 from runner.errors import UserError, say
 from runner.files import load_torch_file
 from runner.settings import at_least_two, from_saved, non_negative, one_of, positive, required, setting
 from tasks.atari_fid import load_frame_classifier
-from tasks.gan import GanRunSettings, GanTask, use_producer
+from tasks.gan import GanRunSettings, GanTask, free_cores, use_producer
 from tasks.gan_generate import (
     INTERPOLATE_HELP,
     WEIGHTS_HELP,
@@ -41,6 +43,12 @@ from tasks.parts import Attached, RunContext, Scoring
 
 EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
 FID_BATCH = 256  # frames per forward pass of an evaluation
+AUTO_WORKERS_AT_MOST = 4  # what --producer-workers auto starts at most: 2 feed an H100 at the chapter's sizes
+
+
+def auto_or_count(value: str) -> None:
+    if value != "auto" and not (value.isdigit() and int(value) <= 64):
+        raise ValueError("must be auto or a number of processes from 0 to 64")
 
 
 def image_side(value: int) -> None:
@@ -55,6 +63,13 @@ class AtariGanSettings(GanRunSettings):
     batch_size: int = setting(16, "frames per batch", check=positive)
     image_size: int = setting(64, "side of the square frames, a power of two >= 8", check=image_side)
     games: tuple[str, ...] = setting(DEFAULT_GAMES, "ALE games the random agent plays", check=check_games)
+    producer_workers: str = setting(
+        "auto",
+        "processes making the frames, taken in turn (0: this process makes them); auto: several on a GPU or with "
+        "free cores, else 0; the frames depend on (seed, N), so a resume keeps its checkpoint's N",
+        check=auto_or_count,
+        resume="free",
+    )
     # quality: Atari-FID against real frames held apart from the training stream
     eval_every: int = setting(
         1000, "iterations between Atari-FID evaluations (0: none)", check=non_negative, resume="free"
@@ -98,14 +113,17 @@ class AtariGan(GanTask):
         metric = "fid_ema" if settings.ema_decay else "fid"
         self.scoring = Scoring(metric, higher_is_better=False, record_prefix="", report_digits=None)
 
-    def make_stream(self, device: torch.device) -> FrameStream | Prefetched:
-        return make_stream(self.settings, device)
+    def make_stream(self, device: torch.device, resume: ResumePoint | None) -> FrameStream | Prefetched | WorkerFrames:
+        self.stream = make_stream(self.settings, device, producer_workers(self.settings, device, resume))
+        return self.stream
 
     def make_networks(self) -> tuple[Generator, Discriminator]:
         return make_networks(self.settings)
 
     def attach_handlers(self, context: RunContext) -> Attached:
         super().attach_handlers(context)
+        if isinstance(self.stream, WorkerFrames):  # a dead producer's one line says how to go on
+            self.stream.resume_hint = f"the run's checkpoints are kept: resume with --resume {context.run.path}"
         if not self.settings.eval_every:
             return Attached()
         return self.attach_fid_evaluation(context)
@@ -156,14 +174,45 @@ def make_networks(settings: AtariGanSettings) -> tuple[Generator, Discriminator]
     return generator, Discriminator(settings.image_size, 3, settings.filters)
 
 
-def make_stream(settings: AtariGanSettings, device: torch.device) -> FrameStream | Prefetched:
-    """The live frame stream (this process's share of each batch, from its own seed), made in a background thread
-    if ``--producer`` says so."""
+def make_stream(
+    settings: AtariGanSettings, device: torch.device, workers: int = 0
+) -> FrameStream | Prefetched | WorkerFrames:
+    """The live frame stream (this process's share of each batch, from its own seed): made by ``workers``
+    processes, or here, in a background thread if ``--producer`` says so."""
     batch_size, seed = rank_batch_size(settings.batch_size), rank_seed(settings.seed)
+    if workers:
+        return WorkerFrames(settings.games, batch_size, settings.image_size, seed, workers, device.type == "cuda")
     stream = FrameStream(settings.games, batch_size, settings.image_size, seed)
     if use_producer(settings, device):
         return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
     return stream
+
+
+def producer_workers(settings: AtariGanSettings, device: torch.device, resume: ResumePoint | None) -> int:
+    """How many processes make the frames. A resume keeps its checkpoint's number (0 and 1 make the same frames);
+    ``auto`` on a fresh run: up to ``AUTO_WORKERS_AT_MOST`` on a GPU (a core each, one left for the training
+    process) or on the cores the training step leaves free, none otherwise."""
+    asked = settings.producer_workers
+    saved = saved_producer_workers(resume)
+    if asked == "auto" and saved is not None:
+        return saved
+    if asked == "auto":
+        free = usable_cores() // idist.get_nproc_per_node() - 1 if device.type == "cuda" else free_cores()
+        workers = min(AUTO_WORKERS_AT_MOST, free) if settings.producer == "auto" else 0
+        return workers if workers >= 2 else 0  # one process makes the frames a background thread makes
+    if saved is not None and max(int(asked), 1) != max(saved, 1):
+        raise UserError(
+            f"{resume.path}'s frames come from {saved} producer worker(s): --producer-workers {asked} would change "
+            f"them; resume with --producer-workers {saved} (or auto)"
+        )
+    return int(asked)
+
+
+def saved_producer_workers(resume: ResumePoint | None) -> int | None:
+    if resume is None:
+        return None
+    stream = resume.state["stream"]
+    return worker_count(stream["ranks"][0] if "ranks" in stream else stream)
 
 
 train = AtariGan.train

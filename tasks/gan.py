@@ -89,6 +89,12 @@ class GanRunSettings(RunSettings):
         True, "keep freed memory for reuse (glibc): far fewer page faults per step on CPU", resume="free"
     )
     compile: bool = setting(False, "torch.compile both networks (meant for CUDA; slower on CPU)", resume="free")
+    compile_mode: str = setting(
+        "default",
+        "torch.compile's mode with --compile: default, reduce-overhead (CUDA graphs) or max-autotune",
+        check=one_of("default", "reduce-overhead", "max-autotune"),
+        resume="free",
+    )
     # what the sample sheets and the quality measure also see: an exponential moving average of G's weights
     ema_decay: float = setting(
         0.999,
@@ -106,8 +112,12 @@ def use_producer(settings: GanRunSettings, device: torch.device) -> bool:
     the step's threads it only interrupts them (measured on 2 cores: 0.112 s/it with it, 0.0965 without)."""
     if settings.producer != "auto":
         return settings.producer == "on"
-    busy = torch.get_num_threads() * idist.get_nproc_per_node()  # the step's threads of every process here
-    return device.type == "cuda" or usable_cores() > busy
+    return device.type == "cuda" or free_cores() > 0
+
+
+def free_cores() -> int:
+    """The cores this machine has beyond the training step's threads (of every training process here)."""
+    return usable_cores() - torch.get_num_threads() * idist.get_nproc_per_node()
 
 
 @dataclass
@@ -132,8 +142,9 @@ def build_gan(
         use_gemm_weight_grads(generator)
         use_gemm_weight_grads(discriminator)
     if settings.compile:
-        generator.compile()  # in place: the state_dict keys stay those of an uncompiled run
-        discriminator.compile()
+        # In place: the state_dict keys stay those of an uncompiled run.
+        generator.compile(mode=settings.compile_mode)
+        discriminator.compile(mode=settings.compile_mode)
     adam = {"betas": (settings.beta1, 0.999), "lr": settings.lr}
     adam["fused" if settings.fused_adam else "foreach"] = True
     return Gan(
@@ -154,14 +165,15 @@ def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
     return GanStep(precision, settings.channels_last, settings.freeze_discriminator, settings.joint_d_pass, **schedule)
 
 
-def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.device) -> str:
+def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.device, data: Any = None) -> str:
     switches = [f"{precision} autocast" if precision != "fp32" else "fp32 (no autocast)"]
     names = ("channels_last", "freeze_discriminator", "joint_d_pass", "fused_adam", "keep_heap", "compile")
     switches += [name.replace("_", " ") for name in names if getattr(settings, name)]
     if uses_gemm_weight_grads(settings, device):
         switches.append("gemm weight grads")
-    if use_producer(settings, device):
-        switches.append("background producer")
+    producer = getattr(data, "producer", "")  # "background producer", "2 producer processes"
+    if producer:
+        switches.append(producer)
     return ", ".join(switches)
 
 
@@ -177,7 +189,7 @@ class GanTask(Task):
 
     loss_keys = ("loss_gen", "loss_dis")
 
-    def make_stream(self, device: torch.device) -> Any:
+    def make_stream(self, device: torch.device, resume: ResumePoint | None) -> Any:
         raise NotImplementedError
 
     def make_networks(self) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -187,7 +199,7 @@ class GanTask(Task):
         self.precision = resolve_precision(self.settings.precision, device)
         if self.settings.keep_heap:
             keep_freed_memory()
-        return self.make_stream(device)
+        return self.make_stream(device, resume)
 
     def build(self, data: Any, device: torch.device) -> Parts:
         settings = self.settings
@@ -203,7 +215,7 @@ class GanTask(Task):
             scaler,
         )
         if is_main_process():
-            say(f"fast path: {fast_path_summary(settings, self.precision, device)}")
+            say(f"fast path: {fast_path_summary(settings, self.precision, device, data)}")
         to_save = {"stream": per_rank(data), "last_losses": trainer.last_losses, **vars(gan)}
         if scaler is not None:
             to_save["grad_scaler"] = scaler

@@ -35,7 +35,7 @@ def test_frames_are_resized_channels_first_and_scaled_like_the_chapter():
 def test_near_black_frames_are_skipped(monkeypatch):
     stream = FrameStream(("Pong",), batch_size=3, image_size=8, seed=0)
     frames = iter([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)] * 10)
-    monkeypatch.setattr("datasets.atari.preprocess_frame", lambda observation, size: next(frames))
+    monkeypatch.setattr("datasets.ale.preprocess_frame", lambda observation, size: next(frames))
     batch = next(stream)
     # every other frame was black: three bright frames were kept, none of the black ones
     assert torch.all(batch > 0)

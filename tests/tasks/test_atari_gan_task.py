@@ -1,7 +1,9 @@
 """The task's composition, in-process (faster than a subprocess, and lets a test inject a failure)."""
 
 import math
+from pathlib import Path
 
+import pytest
 import torch
 
 import tasks.atari_gan as task
@@ -9,6 +11,7 @@ from conftest import damage_tensor_data, engine_factory_with
 from handlers.metrics_log import records_by_iteration
 from runner.checkpoint_files import ResumePoint, checkpoint_files, find_checkpoint, load_checkpoint
 from runner.device import bf16_supported
+from runner.errors import UserError
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_settings, monkeypatch, capsys):
@@ -70,6 +73,41 @@ def test_a_finished_run_resumed_again_reports_its_best_fid_without_training(tmp_
 def losses_of(run_dir):
     records = records_by_iteration(run_dir / "metrics.jsonl")
     return [(records[i]["loss_dis"], records[i]["loss_gen"]) for i in sorted(records) if "loss_gen" in records[i]]
+
+
+def test_one_producer_process_makes_the_frames_of_none(tmp_path, tiny_settings):
+    assert task.train(tiny_settings(tmp_path / "one", max_iters=8, producer_workers="1")).exit_code == 0
+    assert task.train(tiny_settings(tmp_path / "none", max_iters=8, producer_workers="0")).exit_code == 0
+    assert losses_of(tmp_path / "one") == losses_of(tmp_path / "none")
+
+
+def saved_with(workers: int, ranks: int = 1) -> ResumePoint:
+    stream = {"games": ["Pong"], "envs": []} if workers == 0 else {"games": ["Pong"], "workers": [{}] * workers}
+    return ResumePoint(Path("run/checkpoints/checkpoint_5.pt"), {"stream": {"ranks": [stream] * ranks}})
+
+
+def test_a_resume_keeps_its_checkpoints_producer_count(tiny_settings, tmp_path):
+    auto, cpu = tiny_settings(tmp_path, producer_workers="auto"), torch.device("cpu")
+    assert task.producer_workers(auto, cpu, saved_with(3)) == 3
+    assert task.producer_workers(auto, cpu, saved_with(2, ranks=2)) == 2
+    assert task.producer_workers(tiny_settings(tmp_path, producer_workers="1"), cpu, saved_with(0)) == 1  # same frames
+    assert task.producer_workers(tiny_settings(tmp_path, producer_workers="0"), cpu, saved_with(1)) == 0
+    with pytest.raises(UserError, match="come from 0 producer worker.*resume with --producer-workers 0"):
+        task.producer_workers(tiny_settings(tmp_path, producer_workers="2"), cpu, saved_with(0))
+
+
+def test_auto_starts_producers_only_on_cores_the_step_leaves_free(tiny_settings, tmp_path, monkeypatch):
+    auto, cpu, cuda = tiny_settings(tmp_path, producer_workers="auto"), torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(task, "usable_cores", lambda: 16)
+    monkeypatch.setattr("tasks.gan.usable_cores", lambda: 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert task.producer_workers(auto, cpu, None) == 0  # the step's threads take every core
+    assert task.producer_workers(auto, cuda, None) == task.AUTO_WORKERS_AT_MOST
+    assert task.producer_workers(tiny_settings(tmp_path, producer="off"), cuda, None) == 0
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 13)
+    assert task.producer_workers(auto, cpu, None) == 3
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 15)
+    assert task.producer_workers(auto, cpu, None) == 0  # one free core: the background thread is enough
 
 
 def test_the_background_producer_changes_no_number(tmp_path, tiny_settings):

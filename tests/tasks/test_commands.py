@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import TINY
-from runner.cli import COMMAND_ENV
+from runner.cli import COMMAND_ENV, command_line
 from tasks.commands import TASKS, main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,3 +86,9 @@ def test_the_installed_command_trains_into_the_tasks_run_directory_and_its_hints
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("atari_gan-") and (run / "checkpoints" / "checkpoint_2.pt").exists()
     assert f"continue: ignite-book atari_gan --resume runs/{run.name} --max-iters N" in ran.stdout + ran.stderr
+
+
+def test_under_torchrun_the_hints_ask_for_the_same_torchrun_line(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert command_line("atari_gan.py") == "torchrun [the same flags] scripts/atari_gan.py"
