@@ -29,9 +29,15 @@ from datasets.ale import (  # noqa: F401 - the games and checks are part of this
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``(B, S, S, 3)`` uint8 -> ``(B, 3, S, S)`` float32 in [-1, 1] (the chapter's ``x * 2 / 255 - 1``)."""
-    batch = torch.from_numpy(frames).permute(0, 3, 1, 2).to(torch.float32)
-    return (batch * (2.0 / 255.0) - 1.0).contiguous()
+    """``(B, S, S, 3)`` uint8 -> ``(B, 3, S, S)`` float32 in [-1, 1] (the chapter's ``x * 2 / 255 - 1``).
+
+    In numpy, on one thread: the same float32 operations as torch's (every one of the 256 values is equal, tested),
+    ten times faster at the chapter's sizes, and no OpenMP threads left spinning on the cores that producer
+    processes need (measured: they halved what two producers delivered)."""
+    batch = np.empty((frames.shape[0], frames.shape[3], frames.shape[1], frames.shape[2]), dtype=np.float32)
+    np.multiply(frames.transpose(0, 3, 1, 2), np.float32(2.0 / 255.0), out=batch, dtype=np.float32)
+    batch -= np.float32(1.0)
+    return torch.from_numpy(batch)
 
 
 def state_with_tensors(state: dict) -> dict:

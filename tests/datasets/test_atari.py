@@ -32,6 +32,14 @@ def test_frames_are_resized_channels_first_and_scaled_like_the_chapter():
     assert torch.all(tensor[0, 0] == 1.0) and torch.all(tensor[0, 1:] == -1.0)
 
 
+def test_every_pixel_value_becomes_what_the_chapters_torch_arithmetic_gives():
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    chapter = torch.from_numpy(values).permute(0, 3, 1, 2).to(torch.float32) * (2.0 / 255.0) - 1.0
+    converted = frames_to_tensor(values)
+    assert converted.dtype == torch.float32 and converted.is_contiguous()
+    assert torch.equal(converted, chapter)  # bit for bit: resumed and older runs see the same numbers
+
+
 def test_near_black_frames_are_skipped(monkeypatch):
     stream = FrameStream(("Pong",), batch_size=3, image_size=8, seed=0)
     frames = iter([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)] * 10)
