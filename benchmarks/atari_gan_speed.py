@@ -16,10 +16,19 @@ Each round runs, as separate processes:
 Seconds per iteration in steady state are the median of 10-iteration means after ``--warmup`` iterations (the
 runner reports a rate per 10 iterations, so every contestant is measured the same way); whole-process wall time
 includes start-up and exit. Alternating rounds spread any drift in the machine's speed over all contestants.
+
+The roofline: each round first measures this machine's dense GEMM peak (fp32, and bf16 where it runs natively; the
+best of ``torch.mm`` and of oneDNN's 1x1 convolution over ``PEAK_SHAPES``, with torch's thread count), and each
+contestant's FLOPs per iteration are counted by ``torch.utils.flop_counter.FlopCounterMode`` (the plain loop and the
+bare step count one more iteration of their own loop; the runner one call of its process function as the launcher
+builds it). Every contestant gets GFLOP/s and "% of peak" of its own precision; a bf16 runner of the fp32 peak too.
+The first line names the CPU class: its model and which of avx2, avx512_bf16 and amx_bf16 it has.
 """
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -30,10 +39,136 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE, IMAGE_SIZE, LATENT, FILTERS = 16, 64, 100, 64  # the chapter's constants
 BLOCK = 10  # iterations per timing block (the runner's --log-every here)
+ROOFLINE_FLAGS = ("avx2", "avx512_bf16", "amx_bf16")  # the CPU flags that decide which kernels run
+# GEMMs timed for the peak, (rows, inner, columns): squares, and the shapes of the networks' big layers as
+# matrix products (many rows of receptive fields against a few hundred filters). The best rate of any counts.
+PEAK_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (4096, 256, 256), (4096, 2048, 256))
 
 
-def plain_loop(iters: int) -> list[float]:
-    """The chapter's script, as printed (only the gymnasium 1.x registration added), timing each iteration."""
+def counted_flops(function, *args) -> int:
+    """FLOPs of one call of ``function`` as PyTorch's ``FlopCounterMode`` counts them: 2 per multiply-add of every
+    matrix product and convolution, forward and backward (the GEMM weight-gradient path's ``aten.mm`` included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        function(*args)
+    return counter.get_total_flops()
+
+
+def cpu_class() -> dict:
+    """The CPU's model name, which of ``ROOFLINE_FLAGS`` it has, and an ``ONEDNN_MAX_CPU_ISA`` limit if set."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == name), "")
+
+    flags = set(field("flags").split())
+    return {
+        "model": field("model name") or platform.processor() or "unknown CPU",
+        "flags": {flag: flag in flags for flag in ROOFLINE_FLAGS},
+        "isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+    }
+
+
+def cpu_class_line(cpu: dict) -> str:
+    import torch
+
+    present = ", ".join(f"{flag} {'yes' if on else 'no'}" for flag, on in cpu["flags"].items())
+    line = f"CPU: {cpu['model']} ({torch.get_num_threads()} torch threads); {present}"
+    if cpu["isa_limit"]:
+        line += f"; oneDNN limited to ONEDNN_MAX_CPU_ISA={cpu['isa_limit']} (an emulated class)"
+    return line
+
+
+def best_seconds(function, budget: float = 0.5) -> float:
+    """The fastest of several calls of ``function``: at least 3, more while they fit in ``budget`` seconds (a short
+    kernel on a busy machine needs more tries to find a quiet moment), at most 30."""
+    started = time.perf_counter()
+    function()  # the library picks (and caches) its kernel
+    first = time.perf_counter() - started
+    best = float("inf")
+    for _ in range(min(30, max(3, int(budget / max(first, 1e-6))))):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def gemm_rates(dtype, shape: tuple[int, int, int]) -> dict[str, float]:
+    """GFLOP/s of a ``(rows, inner, columns)`` matrix product in ``dtype`` through each library torch has for it:
+    ``torch.mm`` (MKL for fp32, oneDNN for bf16) and oneDNN's convolution as a GEMM (a 1x1 convolution,
+    channels-last, rows = images x 64 positions), which is what the networks' layers run in."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, inner, columns = shape
+    flops = 2 * rows * inner * columns
+    a, b = torch.randn(rows, inner).to(dtype), torch.randn(inner, columns).to(dtype)
+    out = torch.empty(rows, columns, dtype=dtype)
+    images = torch.randn(rows // 64, inner, 8, 8).to(dtype).contiguous(memory_format=torch.channels_last)
+    kernel = torch.randn(columns, inner, 1, 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    return {
+        "torch.mm": flops / best_seconds(lambda: torch.mm(a, b, out=out)) / 1e9,
+        "oneDNN 1x1 conv": flops / best_seconds(lambda: F.conv2d(images, kernel)) / 1e9,
+    }
+
+
+def bf16_is_native() -> bool:
+    """Whether a bf16 matrix product runs at least half as fast as an fp32 one (512 x 512): not where the library
+    emulates bf16, as on a CPU without AVX512-BF16 or AMX, or with oneDNN limited by ``ONEDNN_MAX_CPU_ISA``."""
+    import torch
+
+    a = torch.randn(512, 512)
+    fp32 = best_seconds(lambda: torch.mm(a, a), budget=0.1)
+    a = a.bfloat16()
+    return best_seconds(lambda: torch.mm(a, a), budget=0.1) < 2 * fp32
+
+
+def gemm_peaks(shapes=PEAK_SHAPES) -> dict[str, dict[str, float] | None]:
+    """This machine's dense GEMM rates now, with torch's current thread count: ``{"fp32": {...}, "bf16": {...}}``,
+    each ``{"peak": best GFLOP/s, "<library> <size>": GFLOP/s, ...}``; ``bf16`` is ``None`` without native bf16."""
+    import torch
+
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name == "bf16" and not bf16_is_native():
+            peaks[name] = None
+            continue
+        rates = {}
+        for shape in shapes:
+            for library, rate in gemm_rates(dtype, shape).items():
+                rates[f"{library} {'x'.join(map(str, shape))}"] = rate
+        peaks[name] = {"peak": max(rates.values()), **rates}
+    return peaks
+
+
+def peak_line(peaks: dict) -> str:
+    parts = []
+    for name, rates in peaks.items():
+        if rates is None:
+            parts.append(f"{name}: no native GEMM")
+            continue
+        measured = [key for key in rates if key != "peak"]
+        best = f" ({max(measured, key=rates.get)})" if measured else ""  # which GEMM gave it
+        parts.append(f"{name} {rates['peak']:.1f} GFLOP/s{best}")
+    return "GEMM peak: " + ", ".join(parts)
+
+
+def roofline(flops: int, steady: float, precision: str, peaks: dict) -> str:
+    """``N GFLOP/s = P % of <precision> peak``; a bf16 contestant also gets its share of the fp32 peak."""
+    rate = flops / steady / 1e9
+    shares = []
+    for name in dict.fromkeys([precision, "fp32"]):
+        if peaks.get(name):
+            own = " (its precision)" if name == precision and precision != "fp32" else ""
+            shares.append(f"{rate / peaks[name]['peak'] * 100:.0f} % of {name} peak{own}")
+    return f"{flops / 1e9:.1f} GFLOP/it, {rate:.1f} GFLOP/s = " + ", ".join(shares)
+
+
+def plain_loop(iters: int, count_flops: bool = False) -> dict:
+    """The chapter's script, as printed (only the gymnasium 1.x registration added; the loop's body in a function),
+    timing each iteration; with ``count_flops``, one more iteration counted by ``FlopCounterMode``."""
     import random
 
     import ale_py
@@ -117,8 +252,8 @@ def plain_loop(iters: int) -> list[float]:
     gen_optimizer = optim.Adam(params=net_gener.parameters(), lr=1e-4, betas=(0.5, 0.999))
     dis_optimizer = optim.Adam(params=net_discr.parameters(), lr=1e-4, betas=(0.5, 0.999))
     true_labels_v, fake_labels_v = torch.ones(BATCH_SIZE), torch.zeros(BATCH_SIZE)
-    times, start = [], time.perf_counter()
-    for batch_v in iterate_batches(envs):
+
+    def iteration(batch_v):
         gen_input_v = torch.FloatTensor(BATCH_SIZE, LATENT, 1, 1).normal_(0, 1)
         gen_output_v = net_gener(gen_input_v)
         dis_optimizer.zero_grad()
@@ -132,15 +267,21 @@ def plain_loop(iters: int) -> list[float]:
         gen_loss_v.backward()
         gen_optimizer.step()
         dis_loss.item(), gen_loss_v.item()  # the chapter reads both losses every iteration
+
+    times, start = [], time.perf_counter()
+    batches = iterate_batches(envs)
+    for batch_v in batches:
+        iteration(batch_v)
         now = time.perf_counter()
         times.append(now - start)
         start = now
         if len(times) == iters:
-            return times
-    return times
+            break
+    flops = counted_flops(iteration, next(batches)) if count_flops else 0  # one more iteration, after the timing
+    return {"times": times, "flops": flops}
 
 
-def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
+def bare_step_loop(iters: int, runner_flags: list[str], count_flops: bool = False) -> dict:
     """The runner's process function, stream and models at its defaults, called in a plain loop (no Engine)."""
     from step_switches import make_step, settings_of  # the step exactly as the launcher builds it
 
@@ -163,8 +304,30 @@ def bare_step_loop(iters: int, runner_flags: list[str]) -> list[float]:
         start = now
         if len(times) == iters:
             break
+    flops = 0
+    if count_flops:  # one more iteration, after the timing
+        engine.state.iteration += 1
+        flops = counted_flops(step, engine, next(stream))
     stream.close()
-    return times
+    return {"times": times, "flops": flops}
+
+
+def runner_step_flops(runner_flags: list[str]) -> tuple[int, str]:
+    """FLOPs of one call of the runner's process function as the launcher builds it (on a random batch of the
+    stream's shape: the count depends on shapes only), after one uncounted call; and the precision it runs in."""
+    import torch
+    from step_switches import make_step, settings_of
+
+    from runner.device import resolve_precision
+
+    flags = " ".join(runner_flags)
+    settings = settings_of(flags)
+    step, engine = make_step(flags)
+    batch = torch.rand(settings.batch_size, 3, settings.image_size, settings.image_size) * 2 - 1
+    for _ in range(2):
+        engine.state.iteration += 1
+        flops = counted_flops(step, engine, batch)
+    return flops, resolve_precision(settings.precision, torch.device(settings.dev))
 
 
 def handler_profile(iters: int, runner_flags: list[str]) -> dict[str, float]:
@@ -238,14 +401,17 @@ def print_handler_profile(iters: int, runner_flags: list[str]) -> None:
             print(f"  {name + ':':28s}{value * 1000:.2f} ms per iteration")
 
 
-def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
+def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, list[float], int]:
+    """A worker process: its wall time, its per-iteration times, and the FLOPs of one of its iterations."""
     command = [sys.executable, __file__, flag, str(iters), f"--runner-flags={' '.join(runner_flags)}"]
     started = time.perf_counter()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return time.perf_counter() - started, json.loads(output.splitlines()[-1])
+    seconds = time.perf_counter() - started
+    result = json.loads(output.splitlines()[-1])
+    return seconds, result["times"], result["flops"]
 
 
-def run_runner(iters: int, runner_flags: list[str]) -> tuple[float, list[float]]:
+def run_runner(iters: int, runner_flags: list[str], flops: int) -> tuple[float, list[float], int]:
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--max-iters", str(iters)]
         command += ["--log-every", str(BLOCK), "--eval-every", "0", "--output-dir", f"{folder}/run", *runner_flags]
@@ -255,7 +421,7 @@ def run_runner(iters: int, runner_flags: list[str]) -> tuple[float, list[float]]
         records = [json.loads(line) for line in Path(f"{folder}/run/metrics.jsonl").read_text().splitlines()]
     # Each record's rate covers the 10 iterations since the previous one: the block's mean, once per iteration.
     per_iteration = [1 / r["iters_per_sec"] for r in records if "iters_per_sec" in r for _ in range(BLOCK)]
-    return seconds, per_iteration
+    return seconds, per_iteration, flops
 
 
 def steady_seconds(per_iteration: list[float], warmup: int) -> float:
@@ -279,34 +445,52 @@ def main() -> None:
     args = parser.parse_args()
     runner_flags = args.runner_flags.split()
     if args.plain_worker:
-        print(json.dumps(plain_loop(args.plain_worker)))
+        print(json.dumps(plain_loop(args.plain_worker, count_flops=True)))
         return
     if args.bare_worker:
-        print(json.dumps(bare_step_loop(args.bare_worker, runner_flags)))
+        print(json.dumps(bare_step_loop(args.bare_worker, runner_flags, count_flops=True)))
         return
     if args.warmup % BLOCK or args.iters - args.warmup < BLOCK:
         parser.error(f"--warmup must be a multiple of {BLOCK}, with at least {BLOCK} iterations after it")
+    cpu = cpu_class()
+    print(cpu_class_line(cpu), flush=True)
+    runner_flops, runner_precision = runner_step_flops(runner_flags)
+    precision = {"plain loop": "fp32", "runner": runner_precision, "bare step": runner_precision}
     contestants = {
         "plain loop": lambda n: run_worker("--plain-worker", n, []),
-        "runner": lambda n: run_runner(n, runner_flags),
+        "runner": lambda n: run_runner(n, runner_flags, runner_flops),
     }
     if args.overhead:
         contestants["bare step"] = lambda n: run_worker("--bare-worker", n, runner_flags)
     results = {name: [] for name in contestants}
+    round_peaks = []
     for round_number in range(args.rounds):
+        peaks = gemm_peaks()  # each round: this VM's speed drifts
+        round_peaks.append(peaks)
+        print(f"round {round_number + 1}, {peak_line(peaks)}", flush=True)
         for name, run in contestants.items():
-            seconds, per_iteration = run(args.iters)
+            seconds, per_iteration, flops = run(args.iters)
             steady = steady_seconds(per_iteration, args.warmup)
-            results[name].append((seconds, steady))
+            results[name].append((seconds, steady, flops))
             print(
-                f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process", flush=True
+                f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process; "
+                f"{roofline(flops, steady, precision[name], peaks)}",
+                flush=True,
             )
-    medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1)] for name, runs in results.items()}
+    medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1, 2)] for name, runs in results.items()}
+    peaks = {
+        name: {"peak": statistics.median(p[name]["peak"] for p in round_peaks)} if round_peaks[0][name] else None
+        for name in round_peaks[0]
+    }
     print(f"\n{args.iters} iterations, {args.rounds} rounds (medians), runner flags: {args.runner_flags or 'defaults'}")
-    for name, (seconds, steady) in medians.items():
-        print(f"  {name + ':':12s}{steady:.4f} s/it steady, {seconds:.1f} s whole process")
+    print(cpu_class_line(cpu))
+    print(f"  {peak_line(peaks)}, median of the rounds")
+    for name, (seconds, steady, flops) in medians.items():
+        label = f"{name} ({precision[name]}):"
+        print(f"  {label:20s}{steady:.4f} s/it steady, {seconds:.1f} s whole process; ", end="")
+        print(roofline(flops, steady, precision[name], peaks))
     plain, runner = medians["plain loop"], medians["runner"]
-    print(f"  speed-up:   {plain[1] / runner[1]:.2f}x steady, {plain[0] / runner[0]:.2f}x whole process")
+    print(f"  speed-up:           {plain[1] / runner[1]:.2f}x steady, {plain[0] / runner[0]:.2f}x whole process")
     if args.overhead:
         print(f"  framework:  {(runner[1] / medians['bare step'][1] - 1) * 100:+.1f} % (runner vs bare step, steady)")
     if args.handler_profile:

@@ -10,6 +10,13 @@ Measured at the Atari chapter's sizes in bf16 channels-last (``docs/speed.md``):
 (8x8 -> 4x4, 32 images) 13.9 ms -> 7.9 ms, the generator's 512->256 (4x4 -> 8x8, 16 images) 8.8 ms -> 3.5 ms. At 8x8
 and above oneDNN's kernel is as fast, so only layers whose smaller map has at most ``SMALL_MAP`` positions switch.
 
+In float32 the product is MKL's sgemm, which runs its AVX2 code on AMD CPUs even where they have AVX-512, while
+oneDNN's kernels use AVX-512. On the development machine MKL reached about 190 GFLOP/s and oneDNN 440-470, and in
+float32 oneDNN's weight-gradient kernel beat the product on the 4x4 maps (D's 256->512: 6.8 against 11.3 ms; G's
+512->256: 4.3 against 5.8 ms; the fp32 step 137 -> 129 ms without them). So there float32 layers switch only where
+the smaller map is one position (G's input layer, D's output layer): ``SMALL_MAP_FP32``. With oneDNN limited to AVX2
+(``ONEDNN_MAX_CPU_ISA=AVX2``) the product won at 4x4 in float32 too (``docs/speed.md``, "Roofline").
+
 The forward pass and the input gradient stay oneDNN's; the weight gradient is the same sum in another order (fp32
 accumulation either way), so results agree to rounding. ``use_gemm_weight_grads(model)`` switches a model's
 ``Conv2d`` and ``ConvTranspose2d`` layers in place (their class, as ``torch.nn.utils.parametrize`` does): parameters,
@@ -17,11 +24,38 @@ state_dict keys and hooks stay the same. Autocast behaves as for the layers it r
 cast to the autocast dtype.
 """
 
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 SMALL_MAP = 16  # positions (4x4) in the smaller feature map, at or below which the matrix product is faster
+
+
+def fp32_small_map(cpuinfo: str | None = None, onednn_isa: str | None = None) -> int:
+    """``SMALL_MAP`` for float32 layers on this CPU: 1 where MKL's float32 product runs AVX2 code and oneDNN's
+    kernels AVX-512 (an AMD CPU with AVX-512, oneDNN not limited below it), else ``SMALL_MAP``. ``cpuinfo`` and
+    ``onednn_isa`` default to ``/proc/cpuinfo`` and ``$ONEDNN_MAX_CPU_ISA``."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    if onednn_isa is None:
+        onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    first_cpu = cpuinfo.split("\n\n")[0].splitlines()
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_cpu)}
+    amd_avx512 = fields.get("vendor_id") == "AuthenticAMD" and "avx512f" in fields.get("flags", "").split()
+    below_avx512 = onednn_isa.upper().startswith(("SSE", "AVX2")) or onednn_isa.upper() == "AVX"
+    return 1 if amd_avx512 and not below_avx512 else SMALL_MAP
+
+
+SMALL_MAP_FP32 = fp32_small_map()
+
+
+def small_map_limit(dtype: torch.dtype) -> int:
+    """Positions in the smaller map at or below which a layer computing in ``dtype`` takes the matrix product."""
+    return SMALL_MAP_FP32 if dtype == torch.float32 else SMALL_MAP
 
 
 def patches(images: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
@@ -124,8 +158,8 @@ def small_map_positions(layer: nn.Module, inputs: Tensor) -> int:
 
 
 def takes_the_gemm_path(layer: nn.Module, inputs: Tensor, output_size: list[int] | None) -> bool:
-    """A batch of images, a weight gradient to compute, a small map; float64 under autocast (which it leaves to
-    the library, in float64) aside."""
+    """A batch of images, a weight gradient to compute, a small map (``small_map_limit`` of the dtype it computes
+    in); float64 under autocast (which it leaves to the library, in float64) aside."""
     if inputs.dim() != 4 or output_size is not None:
         return False
     autocast_float64 = torch.is_autocast_enabled(inputs.device.type) and torch.float64 in (
@@ -136,7 +170,10 @@ def takes_the_gemm_path(layer: nn.Module, inputs: Tensor, output_size: list[int]
         return False
     if not (layer.weight.requires_grad and torch.is_grad_enabled()):  # a frozen layer, an evaluation
         return False
-    return small_map_positions(layer, inputs) <= SMALL_MAP  # above it, oneDNN's kernel is as fast
+    device_type = inputs.device.type
+    autocast = torch.is_autocast_enabled(device_type)
+    dtype = torch.get_autocast_dtype(device_type) if autocast else torch.promote_types(inputs.dtype, layer.weight.dtype)
+    return small_map_positions(layer, inputs) <= small_map_limit(dtype)  # above it, oneDNN's kernel is as fast
 
 
 def gemm_forward(layer: nn.Module, inputs: Tensor, output_size: list[int] | None = None) -> Tensor:

@@ -1,6 +1,7 @@
 """The benchmark scripts still run (no timing here: speed figures live in docs/, measured by the scripts)."""
 
 import importlib.util
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,8 +15,45 @@ def load(name: str):
 
 
 def test_the_chapters_plain_loop_runs_and_times_each_iteration():
-    times = load("atari_gan_speed").plain_loop(2)
-    assert len(times) == 2 and all(seconds > 0 for seconds in times)
+    result = load("atari_gan_speed").plain_loop(2, count_flops=True)
+    assert len(result["times"]) == 2 and all(seconds > 0 for seconds in result["times"])
+    assert 39e9 < result["flops"] < 41e9  # one iteration at the chapter's sizes, as FlopCounterMode counts it
+
+
+TINY_SIZES = "--image-size 16 --filters 4 --batch-size 4 --latent-size 8"
+
+
+def test_the_roofline_counts_the_runners_step_and_measures_the_peaks(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    speed = load("atari_gan_speed")
+    flops, precision = speed.runner_step_flops(TINY_SIZES.split())
+    assert flops > 0 and precision in ("bf16", "fp32")
+    # the matrix-product weight gradients are aten.mm calls: FlopCounterMode counts them as the library's kernel
+    assert speed.runner_step_flops([*TINY_SIZES.split(), "--no-gemm-weight-grads"])[0] == flops
+    joint_and_frozen = speed.runner_step_flops([*TINY_SIZES.split(), "--no-joint-d-pass", "--no-freeze-discriminator"])
+    assert joint_and_frozen[0] > flops  # D's weight gradients in the generator step: the book's extra work
+    peaks = speed.gemm_peaks(shapes=((128, 64, 64),))
+    assert peaks["fp32"]["peak"] == max(peaks["fp32"]["torch.mm 128x64x64"], peaks["fp32"]["oneDNN 1x1 conv 128x64x64"])
+    assert peaks["bf16"] is None or peaks["bf16"]["peak"] > 0
+    line = speed.roofline(flops, 0.01, "bf16", {"fp32": {"peak": 100.0}, "bf16": {"peak": 200.0}})
+    assert line.endswith(f"= {flops / 2e9:.0f} % of bf16 peak (its precision), {flops / 1e9:.0f} % of fp32 peak")
+    assert speed.roofline(flops, 0.01, "fp32", {"fp32": {"peak": 100.0}, "bf16": None}).endswith("% of fp32 peak")
+    cpu = speed.cpu_class()
+    assert set(cpu["flags"]) == {"avx2", "avx512_bf16", "amx_bf16"} and "avx2 " in speed.cpu_class_line(cpu)
+
+
+def test_the_layer_table_accounts_for_every_flop_of_the_runners_step(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    layers = load("layer_roofline")
+    monkeypatch.setattr(layers, "best_seconds", lambda function, budget: [function(), 1e-3][1])  # no timing here
+    for flags in ("--precision fp32", "--precision fp32 --no-joint-d-pass --no-freeze-discriminator"):
+        rows = layers.layer_rows(f"{TINY_SIZES} {flags}")
+        assert [row.name for row in rows] == ["G1", "G2", "G3", "D1", "D2", "D3", "D1", "D2", "D3"]
+        assert rows[0].input_grad is None and rows[3].input_grad is None and rows[6].input_grad is not None
+        step_flops = load("atari_gan_speed").runner_step_flops(f"{TINY_SIZES} {flags}".split())[0]
+        assert sum(row.step_flops() for row in rows) == step_flops  # the table misses no convolution's pass
+    table = layers.markdown_table(rows, peak=100.0, precision="fp32")
+    assert table.count("\n| G") == 3 and "| 4 | 2x |" in table  # the D step as two passes of 4 images each
 
 
 def test_the_switch_benchmark_times_each_configuration_on_the_same_batches():
@@ -60,3 +98,81 @@ def test_the_fid_summary_gives_each_generators_best_and_late_spread(tmp_path):
     assert out[0] == "fid: best 16.7 at iteration 6; last third (2 evaluations): min 16.7, max 20.0, mean 18.3, std 1.7"
     assert out[1].startswith("fid_ema: best 9.3 at iteration 6;")
     assert out[-1] == "| 6 | 16.7 | 9.3 |" and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_the_gpu_check_reads_the_rate_after_warm_up_and_the_producers_json_line(tmp_path):
+    gpu_check = load("gpu_check")
+    rates = [2.0, 10.0, 20.0, 10.0]  # the first record holds the compile time
+    lines = [f'{{"iteration": {10 * (i + 1)}, "loss_gen": 1.0, "iters_per_sec": {r}}}' for i, r in enumerate(rates)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join([*lines, '{"iteration": 50, "iters_p']))  # a torn last line
+    speed = gpu_check.speed_of(tmp_path / "metrics.jsonl", log_every=10, warmup_records=1)
+    assert speed == {"s_per_100": 10.0, "iters_per_sec": 10.0, "warmup_s": 4.0, "records": 3}  # 10/2 s, not 10/10
+    assert gpu_check.speed_of(tmp_path / "missing.jsonl", 10, 1) is None
+    assert gpu_check.speed_of(tmp_path / "metrics.jsonl", 10, 4) is None  # nothing after the warm-up
+    stdout = 'starting 2 workers\n{"workers": 2, "frames_per_s": 8123.4, "batches": 300}\n'
+    assert gpu_check.frames_record(stdout) == {"workers": 2, "frames_per_s": 8123.4, "batches": 300}
+    assert gpu_check.frames_record("4,725 frames/s\n") is None
+
+
+FAKE_FRAME_STREAM = """
+import argparse, json, sys, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--workers", type=int, required=True)
+parser.add_argument("--json", action="store_true")
+args, _ = parser.parse_known_args()
+if args.workers == 2:
+    time.sleep(60)
+if args.workers == 3:
+    sys.exit("RuntimeError: worker 2 died")
+print("warming up")
+print(json.dumps({"workers": args.workers, "frames_per_s": 4000.0 * args.workers, "ms_per_batch": 4.0}))
+"""
+
+
+def test_the_gpu_check_gives_each_producer_run_a_row_whatever_it_did(tmp_path):
+    import dataclasses
+
+    gpu_check = load("gpu_check")
+    fake = tmp_path / "fake_stream.py"
+    fake.write_text(FAKE_FRAME_STREAM)
+    out = tmp_path / "check.md"
+    flags = ["--dev", "cpu", "--only", "producer", "--budget-s", "60", "--out", str(out), "--frame-stream", str(fake)]
+    plan = dataclasses.replace(gpu_check.QUICK, max_workers=4, timeouts={**gpu_check.QUICK.timeouts, "producer": 3})
+    started = time.monotonic()
+    gpu_check.Check(gpu_check.parse(flags), plan, tmp_path / "work").run()
+    assert time.monotonic() - started < 30  # the hanging run's whole process group was killed at its timeout
+    table = out.read_text()
+    assert "| 1 | 4,000 | 4,000 | 50% | ok (ms_per_batch 4) |" in table
+    assert "| 2 |  |  |  | timed out after 3 s |" in table
+    assert "| 3 |  |  |  | failed (exit 1): RuntimeError: worker 2 died |" in table
+    assert "| 4 | 16,000 | 4,000 | 200% | ok (ms_per_batch 4) |" in table
+    assert (tmp_path / "check-logs" / "producer-2.out").exists()
+    fake.write_text("import argparse\nargparse.ArgumentParser().parse_args()\n")  # before --workers existed
+    gpu_check.Check(gpu_check.parse(flags), plan, tmp_path / "work").run()
+    table = out.read_text()
+    assert table.count("| not available: fake_stream.py has no --workers / --json |") == 4
+
+
+def test_the_gpu_check_quick_mode_writes_every_section(tmp_path):
+    """The real steps at tiny sizes on the CPU, less the two compiled runs (tens of seconds each on CPU) and the
+    resume check (``verify_resume``, tested on its own), with generous timeouts: a busy machine slows them, but
+    they must succeed."""
+    import dataclasses
+
+    gpu_check = load("gpu_check")
+    out = tmp_path / "check.md"
+    flags = ["--dev", "cpu", "--quick", "--only", "eager,producer,profile", "--budget-s", "300"]
+    plan = dataclasses.replace(gpu_check.QUICK, timeouts=dict.fromkeys(gpu_check.QUICK.timeouts, 120))
+    gpu_check.Check(gpu_check.parse([*flags, "--out", str(out)]), plan, tmp_path / "work").run()
+    table = out.read_text()
+    for heading in ("# GPU check", "## a. End to end", "## b. Speed", "## c. Frame producer", "## d. Profile"):
+        assert heading in table
+    for row in ("| GPU |", "| software |", "| CPU |", "| date |", "| commit |", "| command |", "| budget |"):
+        assert row in table
+    assert "pending" not in table and "not run" not in table
+    eager = next(line for line in table.splitlines() if line.startswith("| eager |"))
+    assert float(eager.split("|")[2]) > 0 and "ok (median of 2 records)" in eager
+    assert table.count("left out (--only)") >= 3  # the resume check, --compile, and CUDA graphs
+    producer = table.split("## c.")[1].split("## d.")[0]
+    assert "| 1 |" in producer and "| 2 |" in producer  # numbers, or "not available" before --workers existed
+    assert "Self CPU time total" in table.split("## d.")[1]  # torch.profiler's table

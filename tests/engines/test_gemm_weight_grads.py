@@ -90,7 +90,8 @@ def test_under_bf16_autocast_it_is_as_close_to_the_truth_as_the_replaced_layer(g
     assert gemm_calls == [1]
 
 
-def test_a_weight_gradient_comes_back_in_the_parameter_layout(gemm_calls):
+def test_a_weight_gradient_comes_back_in_the_parameter_layout(monkeypatch, gemm_calls):
+    monkeypatch.setattr(gemm, "SMALL_MAP_FP32", gemm.SMALL_MAP)  # a 4x4 map in float32 on any CPU
     layer = nn.Conv2d(6, 10, 4, 2, 1).to(memory_format=CHANNELS_LAST)
     use_gemm_weight_grads(layer)
     arriving = []  # the gradient as the layer's backward returns it, before it is accumulated into .grad
@@ -125,6 +126,7 @@ def test_layers_it_cannot_compute_stay_as_they_are():
 
 
 def test_without_weight_gradients_or_on_big_maps_it_runs_the_library_layer(monkeypatch, gemm_calls):
+    monkeypatch.setattr(gemm, "SMALL_MAP_FP32", gemm.SMALL_MAP)  # a 4x4 map in float32 on any CPU
     products = []
     convolve = gemm.convolve
     monkeypatch.setattr(gemm, "convolve", lambda *args: products.append(1) or convolve(*args))
@@ -156,3 +158,28 @@ def test_inputs_the_library_layers_take_otherwise_still_work_as_there():
     transposed = nn.ConvTranspose2d(4, 3, 4, 2, 1)
     use_gemm_weight_grads(transposed)
     assert transposed(torch.randn(1, 4, 4, 4), output_size=[9, 9]).shape[-2:] == (9, 9)
+
+
+def test_float32_takes_the_product_on_4x4_maps_except_where_mkl_lags_oneDNN():
+    amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n"
+    assert gemm.fp32_small_map(amd, onednn_isa="") == 1  # MKL's AVX2 sgemm against oneDNN's AVX-512 kernels
+    assert gemm.fp32_small_map(amd, onednn_isa="AVX2") == gemm.SMALL_MAP  # oneDNN limited to AVX2 as well
+    assert gemm.fp32_small_map(amd, onednn_isa="avx512_core") == 1
+    assert gemm.fp32_small_map(amd.replace(" avx512f", ""), onednn_isa="") == gemm.SMALL_MAP  # an AVX2-only CPU
+    assert gemm.fp32_small_map(amd.replace("AuthenticAMD", "GenuineIntel"), onednn_isa="") == gemm.SMALL_MAP
+    assert gemm.fp32_small_map("", onednn_isa="") == gemm.SMALL_MAP  # no /proc/cpuinfo
+
+
+def test_with_a_one_position_float32_limit_only_bf16_float64_and_1x1_maps_take_the_product(monkeypatch, gemm_calls):
+    monkeypatch.setattr(gemm, "SMALL_MAP_FP32", 1)
+    four_by_four, one_position = nn.Conv2d(6, 10, 4, 2, 1), nn.Conv2d(10, 1, 4, 1, 0)  # D's last two layers
+    use_gemm_weight_grads(nn.Sequential(four_by_four, one_position))
+    four_by_four(torch.randn(2, 6, 8, 8)).sum().backward()
+    assert gemm_calls == []  # float32 on a 4x4 map: oneDNN's kernel
+    one_position(torch.randn(2, 10, 4, 4)).sum().backward()
+    assert gemm_calls == [1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        four_by_four(torch.randn(2, 6, 8, 8)).float().sum().backward()
+    assert gemm_calls == [1, 1]  # bf16 keeps the 4x4 limit
+    four_by_four.double()(torch.randn(2, 6, 8, 8, dtype=torch.float64)).sum().backward()
+    assert gemm_calls == [1, 1, 1]  # and so does float64 (the exactness tests)
