@@ -7,8 +7,12 @@ faster than the fp32 one. The same gradient is one matrix product over (images x
     grad_weight[out, (kh, kw, in)] = grad_output[(n, oh, ow), out]^T @ patches(input)[(n, oh, ow), (kh, kw, in)]
 
 Measured at the Atari chapter's sizes in bf16 channels-last (``docs/speed.md``): the discriminator's 256->512 layer
-(8x8 -> 4x4, 32 images) 13.9 ms -> 7.9 ms, the generator's 512->256 (4x4 -> 8x8, 16 images) 8.8 ms -> 3.5 ms. At 8x8
-and above oneDNN's kernel is as fast, so only layers whose smaller map has at most ``SMALL_MAP`` positions switch.
+(8x8 -> 4x4, 32 images) 13.9 ms -> 7.9 ms, the generator's 512->256 (4x4 -> 8x8, 16 images) 8.8 ms -> 3.5 ms. On
+that VM oneDNN's kernel was as fast at 8x8; on the one of 2026-12-03 the product was twice as fast there too (G's
+256->128, 8x8 -> 16x16: 2.97 -> 1.42 ms; D's 128->256, 16x16 -> 8x8: 4.17 -> 2.77 ms) and lost at 16x16 (D's 64->128:
+3.49 against 4.34 ms), and the bf16 step took 0.0866 s with the 4x4 limit, 0.0837 with 8x8 and 0.0853 with 16x16
+(8 alternating rounds each). So layers computing in bf16 or fp16 switch where the smaller map has at most
+``SMALL_MAP_REDUCED`` positions (8x8), float64 ones at ``SMALL_MAP`` (4x4).
 
 In float32 the product is MKL's sgemm, which runs its AVX2 code on AMD CPUs even where they have AVX-512, while
 oneDNN's kernels use AVX-512. On the development machine MKL reached about 190 GFLOP/s and oneDNN 440-470, and in
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 SMALL_MAP = 16  # positions (4x4) in the smaller feature map, at or below which the matrix product is faster
+SMALL_MAP_REDUCED = 64  # the same in bf16 or fp16 (8x8), where oneDNN's own kernel is slower still
 
 
 def fp32_small_map(cpuinfo: str | None = None, onednn_isa: str | None = None) -> int:
@@ -55,7 +60,9 @@ SMALL_MAP_FP32 = fp32_small_map()
 
 def small_map_limit(dtype: torch.dtype) -> int:
     """Positions in the smaller map at or below which a layer computing in ``dtype`` takes the matrix product."""
-    return SMALL_MAP_FP32 if dtype == torch.float32 else SMALL_MAP
+    if dtype == torch.float32:
+        return SMALL_MAP_FP32
+    return SMALL_MAP_REDUCED if dtype in (torch.bfloat16, torch.float16) else SMALL_MAP
 
 
 def patches(images: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:

@@ -76,8 +76,8 @@ class GanRunSettings(RunSettings):
     fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
     gemm_weight_grads: bool = setting(
         True,
-        "CPU: weight gradients of layers with a 4x4 or smaller map as one matrix product (oneDNN is slow there; "
-        "in fp32 on AMD CPUs with AVX-512 only 1x1 maps)",
+        "CPU: weight gradients of layers with a small map as one matrix product, where oneDNN is slow (8x8 or "
+        "smaller in bf16, 4x4 in fp32, 1x1 in fp32 on AMD CPUs with AVX-512)",
         resume="free",
     )
     producer: str = setting(

@@ -183,3 +183,20 @@ def test_with_a_one_position_float32_limit_only_bf16_float64_and_1x1_maps_take_t
     assert gemm_calls == [1, 1]  # bf16 keeps the 4x4 limit
     four_by_four.double()(torch.randn(2, 6, 8, 8, dtype=torch.float64)).sum().backward()
     assert gemm_calls == [1, 1, 1]  # and so does float64 (the exactness tests)
+
+
+def test_under_bf16_autocast_maps_up_to_8x8_take_the_matrix_product(monkeypatch, gemm_calls):
+    monkeypatch.setattr(gemm, "SMALL_MAP_FP32", 1)  # float32 takes it only at 1x1: what switches here is bf16's limit
+    on_8x8 = nn.Conv2d(3, 4, 4, 2, 1)  # 16x16 -> 8x8: 64 positions in the smaller map
+    on_16x16 = nn.Conv2d(3, 4, 4, 2, 1)  # 32x32 -> 16x16: 256
+    for layer in (on_8x8, on_16x16):
+        use_gemm_weight_grads(layer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        on_8x8(torch.randn(2, 3, 16, 16)).float().sum().backward()
+        assert gemm_calls == [1]
+        on_16x16(torch.randn(2, 3, 32, 32)).float().sum().backward()
+        assert gemm_calls == [1]  # oneDNN's own kernel
+    on_8x8(torch.randn(2, 3, 16, 16)).sum().backward()  # the same layer in float32
+    assert gemm_calls == [1]
+    assert gemm.small_map_limit(torch.bfloat16) == gemm.SMALL_MAP_REDUCED == 64
+    assert gemm.small_map_limit(torch.float64) == gemm.SMALL_MAP == 16
