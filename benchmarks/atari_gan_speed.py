@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runner.machine import cpu_fields
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE, IMAGE_SIZE, LATENT, FILTERS = 16, 64, 100, 64  # the chapter's constants
 BLOCK = 10  # iterations per timing block (the runner's --log-every here)
@@ -58,14 +60,10 @@ def counted_flops(function, *args) -> int:
 
 def cpu_class() -> dict:
     """The CPU's model name, which of ``ROOFLINE_FLAGS`` it has, and an ``ONEDNN_MAX_CPU_ISA`` limit if set."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-
-    def field(name: str) -> str:
-        return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == name), "")
-
-    flags = set(field("flags").split())
+    fields = cpu_fields()
+    flags = set(fields.get("flags", "").split())
     return {
-        "model": field("model name") or platform.processor() or "unknown CPU",
+        "model": fields.get("model name") or platform.processor() or "unknown CPU",
         "flags": {flag: flag in flags for flag in ROOFLINE_FLAGS},
         "isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
     }

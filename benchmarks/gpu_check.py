@@ -24,7 +24,6 @@ d. torch.profiler (CPU and CUDA) over 20 steps of the runner's step, built as th
 
 import argparse
 import contextlib
-import ctypes
 import datetime
 import importlib.util
 import json
@@ -39,6 +38,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from handlers.metrics_log import read_records
+from runner.machine import cpu_fields, set_parent_death_signal, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 MARGIN_S = 5  # kept back from the budget for the last write
@@ -145,12 +147,6 @@ class Budget:
         return time.monotonic() - self.started
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when this script dies, even by SIGKILL (Linux; elsewhere nothing)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _kill_group(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)  # the step and every process it started (its own session)
@@ -181,7 +177,7 @@ def run_step(command: list[str], timeout: float, logs: Path, name: str) -> Ran:
             cwd=REPO,
             env=child_env(),
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL),  # in the child, before exec
         )
         try:
             code = process.wait(timeout=timeout)
@@ -203,19 +199,6 @@ def run_step(command: list[str], timeout: float, logs: Path, name: str) -> Ran:
 
 
 # ----------------------------------------------------------------------------------------------- reading results
-
-
-def read_records(path: Path) -> list[dict]:
-    """``metrics.jsonl``'s well-formed records, in order (a killed run's torn last line is skipped)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def speed_of(metrics: Path, log_every: int, warmup_records: int) -> dict | None:
@@ -331,12 +314,8 @@ def machine_rows(dev: str, command: str) -> list[tuple[str, str]]:
     with contextlib.suppress(Exception):
         query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
         driver = subprocess.run(query, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = cpu_fields().get("model name") or platform.processor() or platform.machine()
+    usable = usable_cores()
     commit = "unknown"
     with contextlib.suppress(Exception):
         git = ["git", "-C", str(REPO)]

@@ -21,6 +21,8 @@ import cv2
 import gymnasium
 import numpy as np
 
+from runner.machine import set_parent_death_signal
+
 DEFAULT_GAMES = ("Breakout", "AirRaid", "Pong")
 # Twelve games that look unlike each other: the frame classifiers' classes (Atari-FID's and classify.py's).
 TWELVE_GAMES = (
@@ -149,16 +151,6 @@ class AleFrames:
             env.close()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux for SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere the closed pipe tells."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve_batches() -> None:
     """A producer process's life (``datasets.workers`` starts it): its stream's settings and state arrive pickled on
     stdin, the writing end of its pipe is the file descriptor given as its argument. Batches are sent, each with the
@@ -169,7 +161,7 @@ def serve_batches() -> None:
 
 def produce(games: tuple, batch_size: int, image_size: int, seed: int, state: dict | None, pipe: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
-    _die_with_parent()
+    set_parent_death_signal(signal.SIGKILL)  # the training process died: so does its producer
     cv2.setNumThreads(1)  # one core per producer
     stream = AleFrames(games, batch_size, image_size, seed)
     if state is not None:

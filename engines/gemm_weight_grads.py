@@ -29,11 +29,12 @@ cast to the autocast dtype.
 """
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from runner.machine import cpu_fields
 
 SMALL_MAP = 16  # positions (4x4) in the smaller feature map, at or below which the matrix product is faster
 SMALL_MAP_REDUCED = 64  # the same in bf16 or fp16 (8x8), where oneDNN's own kernel is slower still
@@ -43,13 +44,9 @@ def fp32_small_map(cpuinfo: str | None = None, onednn_isa: str | None = None) ->
     """``SMALL_MAP`` for float32 layers on this CPU: 1 where MKL's float32 product runs AVX2 code and oneDNN's
     kernels AVX-512 (an AMD CPU with AVX-512, oneDNN not limited below it), else ``SMALL_MAP``. ``cpuinfo`` and
     ``onednn_isa`` default to ``/proc/cpuinfo`` and ``$ONEDNN_MAX_CPU_ISA``."""
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.exists() else ""
     if onednn_isa is None:
         onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
-    first_cpu = cpuinfo.split("\n\n")[0].splitlines()
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_cpu)}
+    fields = cpu_fields(cpuinfo)
     amd_avx512 = fields.get("vendor_id") == "AuthenticAMD" and "avx512f" in fields.get("flags", "").split()
     below_avx512 = onednn_isa.upper().startswith(("SSE", "AVX2")) or onednn_isa.upper() == "AVX"
     return 1 if amd_avx512 and not below_avx512 else SMALL_MAP

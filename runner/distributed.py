@@ -22,8 +22,6 @@ Every rank runs the same task function; the rules that keep N processes in step:
 With one process none of this changes anything: no wrapper, no collective, the checkpoint layout of a plain run.
 """
 
-import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -45,6 +43,7 @@ import torch
 
 from runner.checkpoint_files import ResumePoint, load_checkpoint
 from runner.errors import EXIT_USER_ERROR, UserError, quiet_engine_error_logs
+from runner.machine import set_parent_death_signal, usable_cores
 from runner.rundir import RunDirectory
 
 
@@ -74,11 +73,6 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return idist.get_rank() == 0
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity mask, which a container or ``taskset`` may narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def threads_per_process(local_processes: int) -> int:
@@ -404,7 +398,6 @@ def _rank_main(
     outcomes.put((idist.get_rank(), exit_code, message))
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LAUNCHER_POLL_SECONDS = 0.5
 
 
@@ -418,8 +411,7 @@ def stop_with_the_launcher() -> None:
     launcher = multiprocessing.parent_process()
     if launcher is None:
         return
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: nothing to undo
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 0)
+    set_parent_death_signal(0)
 
     def watch() -> None:
         while os.getppid() == launcher.pid:

@@ -23,9 +23,10 @@ from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.cli import launch, launch_tool
 from runner.device import resolve_device
-from runner.distributed import rank_batch_size, rank_seed, usable_cores
+from runner.distributed import rank_batch_size, rank_seed
 from runner.errors import UserError, say
 from runner.files import load_torch_file
+from runner.machine import usable_cores
 from runner.settings import at_least_two, from_saved, non_negative, one_of, positive, required, setting
 from tasks.atari_fid import load_frame_classifier
 from tasks.gan import GanRunSettings, GanTask, free_cores, use_producer

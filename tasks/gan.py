@@ -17,8 +17,9 @@ from engines.gemm_weight_grads import use_gemm_weight_grads
 from handlers import SampleSheets
 from runner.checkpoint_files import ResumePoint
 from runner.device import resolve_precision
-from runner.distributed import is_main_process, per_rank, usable_cores, wrap_model
+from runner.distributed import is_main_process, per_rank, wrap_model
 from runner.errors import say
+from runner.machine import usable_cores
 from runner.memory import keep_freed_memory
 from runner.settings import (
     RunSettings,

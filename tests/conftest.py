@@ -60,6 +60,24 @@ def wait_for_iteration(run_dir: Path, iteration: int, process: subprocess.Popen,
         time.sleep(0.005)
 
 
+def gone(pids: list[int], timeout: float = 10) -> bool:
+    """Whether every process of ``pids`` has ended (or is a zombie left to be reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() and process_state(pid) != "Z" for pid in pids):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat`` (R, S, Z...); Z for a process already gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``root`` (to show a refused command changed nothing)."""
     return {

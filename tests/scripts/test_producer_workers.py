@@ -2,12 +2,11 @@
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, losses, run_launcher, start_launcher, wait_for_iteration
+from conftest import TINY, gone, losses, run_launcher, start_launcher, wait_for_iteration
 
 WORKERS = [*TINY, "--seed", "1", "--log-every", "1", "--eval-every", "0", "--producer-workers", "2"]
 ITERATIONS = range(1, 21)
@@ -45,58 +44,43 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def gone(pids: list[int], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{pid}").exists() and "Z" not in status_of(pid) for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False
+def resumed_to_the_uninterrupted_losses(run_dir: Path, uninterrupted: Path, *flags: str) -> bool:
+    resumed = run_launcher("--resume", str(run_dir), *flags)
+    assert resumed.returncode == 0, resumed.stderr
+    return losses(run_dir, ITERATIONS) == losses(uninterrupted, ITERATIONS)
 
 
-def status_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+def started_to_8(run_dir: Path):
+    """A 20-iteration run, checkpoints every 3, at iteration 8 or later: its process and its producers."""
+    process = start_launcher(*WORKERS, "--max-iters", "20", "--checkpoint-every", "3", "--output-dir", str(run_dir))
+    wait_for_iteration(run_dir, 8, process)
+    return process, producers_of(process.pid)
 
 
 def test_stopped_at_10_and_resumed_to_20_gives_the_uninterrupted_losses(uninterrupted, tmp_path):
     run_dir = tmp_path / "S"
     first = run_launcher(*WORKERS, "--max-iters", "10", "--checkpoint-every", "10", "--output-dir", str(run_dir))
     assert first.returncode == 0, first.stderr
-    resumed = run_launcher("--resume", str(run_dir), "--max-iters", "20")
-    assert resumed.returncode == 0, resumed.stderr
-    assert losses(run_dir, ITERATIONS) == losses(uninterrupted, ITERATIONS)
+    assert resumed_to_the_uninterrupted_losses(run_dir, uninterrupted, "--max-iters", "20")
 
 
 def test_the_launcher_killed_takes_its_workers_and_the_resume_is_exact(uninterrupted, tmp_path):
-    run_dir = tmp_path / "K"
-    process = start_launcher(*WORKERS, "--max-iters", "20", "--checkpoint-every", "3", "--output-dir", str(run_dir))
-    wait_for_iteration(run_dir, 8, process)
-    workers = producers_of(process.pid)
+    process, workers = started_to_8(tmp_path / "K")
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert workers and gone(workers), "a producer outlived its training process"
-    resumed = run_launcher("--resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr
-    assert losses(run_dir, ITERATIONS) == losses(uninterrupted, ITERATIONS)
+    assert resumed_to_the_uninterrupted_losses(tmp_path / "K", uninterrupted)
 
 
 def test_a_killed_worker_ends_the_run_in_one_line_and_the_resume_is_exact(uninterrupted, tmp_path):
-    run_dir = tmp_path / "W"
-    process = start_launcher(*WORKERS, "--max-iters", "20", "--checkpoint-every", "3", "--output-dir", str(run_dir))
-    wait_for_iteration(run_dir, 8, process)
-    workers = producers_of(process.pid)
+    process, workers = started_to_8(tmp_path / "W")
     os.kill(max(workers), signal.SIGKILL)
     assert process.wait(timeout=60) == 1
     error = process.stderr.read().strip().splitlines()[-1]
     assert error.startswith("atari_gan.py: error: frame producer ") and " was killed by SIGKILL; " in error
-    assert error.endswith(f"the run's checkpoints are kept: resume with --resume {run_dir}")
+    assert error.endswith(f"the run's checkpoints are kept: resume with --resume {tmp_path / 'W'}")
     assert gone([pid for pid in workers if pid != max(workers)]), "the other producer was left running"
-    resumed = run_launcher("--resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr
-    assert losses(run_dir, ITERATIONS) == losses(uninterrupted, ITERATIONS)
+    assert resumed_to_the_uninterrupted_losses(tmp_path / "W", uninterrupted)
 
 
 def test_a_resume_that_would_change_the_frames_is_refused_in_one_line(uninterrupted):
