@@ -1,4 +1,5 @@
-"""The GAN training step of Deep RL Hands-On, chapter 3, as an Ignite process function.
+"""The GAN training step of Deep RL Hands-On, chapter 3, as an Ignite process function, with the techniques of a
+stable recipe as options.
 
 Each iteration: draw a noise batch, generate fakes; one discriminator step on the real batch (label 1) and the
 *detached* fakes (label 0); one generator step that asks the discriminator to call the fakes real. The
@@ -18,10 +19,20 @@ AnimeGAN (the discriminator trained every ``d_every`` batches, the generator eve
 - ``joint_d_pass``: the discriminator step's real and fake passes as one batched pass, each batch still normalised
   by its own BatchNorm statistics (``discriminator(real, fake)``): the book's numbers, fewer and larger kernels.
 
+and the techniques (all off by default: the chapter's step, bit for bit):
+
+- ``loss``: ``bce`` (the chapter), ``hinge`` or ``relativistic`` (``engines.gan_losses``); the relativistic
+  generator step also asks D about the real batch (without gradients);
+- ``r1_weight``, ``r1_every``: the lazy R1 penalty on the real frames D saw, added to D's loss every k-th
+  iteration with weight ``gamma / 2 * k``; the step reports it as ``r1``;
+- ``augment`` (a ``DiffAugment``): what D sees of real and fake frames, in both steps, is augmented; with an
+  adaptive strength the step reports ``d_real_sign`` (ADA's measure) and ``augment_p``.
+
 The networks may be wrapped in ``DistributedDataParallel`` (``runner.distributed``): the discriminator step goes
 through the wrapper (its gradients are averaged over the ranks); the generator step calls the discriminator inside
-it, whose weights that step does not train, and only the generator's gradients are averaged. The losses returned are
-the ranks' average.
+it, whose weights that step does not train, and only the generator's gradients are averaged; R1's pass goes through
+the inner network too, and its weight gradients are averaged with the step's in the one backward pass. The numbers
+returned are the ranks' average.
 """
 
 import contextlib
@@ -34,7 +45,9 @@ from ignite.engine import Engine, Events
 from ignite.metrics import FID
 from torch import nn
 
+from engines.augment import DiffAugment
 from engines.distributed import copy_buffers_from_rank_zero, mean_over_ranks
+from engines.gan_losses import LOSSES, NEEDS_REAL_LOGITS_FOR_G, discriminator_loss, generator_loss, r1_penalty
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,21 +60,24 @@ class GanStep:
     joint_d_pass: bool = False
     d_every: int = 1
     g_every: int = 1
+    loss: str = "bce"  # engines.gan_losses.LOSSES
+    r1_weight: float = 0.0  # gamma of the R1 penalty, gamma / 2 * E||grad D(real)||^2 (0: none)
+    r1_every: int = 16  # lazy R1: computed every k-th discriminator iteration, weighted by k
 
 
 class LastLosses:
-    """The losses of the latest discriminator and generator steps. With ``d_every``/``g_every`` > 1 an iteration
-    may train only one network; the other's loss is the latest one measured. A checkpoint holds it, so a resumed
-    run reports the same numbers."""
+    """The latest value of each number the step reports. With ``d_every``/``g_every`` > 1 an iteration may train
+    only one network, and the lazy R1 penalty is measured only every k iterations: the other numbers are the latest
+    ones measured. A checkpoint holds them, so a resumed run reports the same numbers."""
 
-    def __init__(self) -> None:
-        self.values = {"loss_dis": float("nan"), "loss_gen": float("nan")}
+    def __init__(self, names: tuple[str, ...] = ("loss_dis", "loss_gen")) -> None:
+        self.values = dict.fromkeys(names, float("nan"))
 
     def state_dict(self) -> dict[str, float]:
         return dict(self.values)
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.values = {name: float(value) for name, value in state.items()}
+        self.values.update((name, float(value)) for name, value in state.items())
 
 
 @contextlib.contextmanager
@@ -76,6 +92,117 @@ def frozen(module: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
+class GanProcess:
+    """The process function: one discriminator step and one generator step per iteration (as ``GanStep`` says),
+    on the ``DiffAugment`` view of the frames if one is given. Returns the step's numbers as Python floats."""
+
+    def __init__(
+        self,
+        networks: tuple[nn.Module, nn.Module],
+        optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+        device: torch.device,
+        step: GanStep,
+        scaler: torch.amp.GradScaler | None,
+        augment: DiffAugment | None,
+    ):
+        self.generator, self.discriminator = networks
+        self.gen_optimizer, self.dis_optimizer = optimizers
+        self.inner_discriminator = unwrapped(self.discriminator)  # for the G step and R1: no DDP synchronisation
+        self.latent_size = unwrapped(self.generator).latent_size
+        self.device, self.step, self.scaler, self.augment = device, step, scaler, augment
+        self.dtype = PRECISIONS[step.precision]
+        self.joint = step.joint_d_pass and hasattr(self.inner_discriminator, "forward_pair")
+        self.last = LastLosses(reported_names(step, augment))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        # Each network's weights are cast once per block; D's change between the two steps, so two blocks.
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def seen(self, images: torch.Tensor) -> torch.Tensor:
+        """What D is shown: the images, or their augmented view."""
+        return self.augment(images) if self.augment is not None else images
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, with_r1: bool) -> dict[str, torch.Tensor]:
+        self.dis_optimizer.zero_grad(set_to_none=True)
+        real_seen, fake_seen = self.seen(real), self.seen(fake.detach())  # no gradient into G
+        with self.autocast():
+            if self.joint:
+                real_logits, fake_logits = self.discriminator(real_seen, fake_seen)  # forward_pair, through DDP
+            else:
+                real_logits, fake_logits = self.discriminator(real_seen), self.discriminator(fake_seen)
+            real_logits, fake_logits = real_logits.float(), fake_logits.float()
+        dis_loss = discriminator_loss(self.step.loss, real_logits, fake_logits)
+        numbers = {"loss_dis": dis_loss.detach()}
+        total = dis_loss
+        if with_r1:
+            penalty = r1_penalty(self.inner_discriminator, real_seen)
+            total = dis_loss + self.step.r1_weight / 2 * self.step.r1_every * penalty
+            numbers["r1"] = penalty.detach()
+        if self.augment is not None and self.augment.adaptive:
+            numbers["d_real_sign"] = real_logits.detach().sign().mean()  # ADA's overfitting measure
+        self.backward_and_step(total, self.dis_optimizer)
+        return numbers
+
+    def generator_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        self.gen_optimizer.zero_grad(set_to_none=True)
+        discriminator = self.inner_discriminator
+        freeze = frozen(discriminator) if self.step.freeze_discriminator else contextlib.nullcontext()
+        with freeze, self.autocast():
+            fooled_logits = discriminator(self.seen(fake)).float()
+            real_logits = None
+            if self.step.loss in NEEDS_REAL_LOGITS_FOR_G:
+                with torch.no_grad():
+                    real_logits = discriminator(self.seen(real)).float()
+        gen_loss = generator_loss(self.step.loss, fooled_logits, real_logits)
+        self.backward_and_step(gen_loss, self.gen_optimizer)
+        return gen_loss.detach()
+
+    def __call__(self, engine: Engine, real_batch: torch.Tensor) -> dict[str, float]:
+        index, step = engine.state.iteration - 1, self.step
+        real = real_batch.to(self.device, non_blocking=self.device.type == "cuda")
+        if step.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        noise = torch.randn(real.shape[0], self.latent_size, 1, 1, device=self.device)
+        train_dis, train_gen = index % step.d_every == 0, index % step.g_every == 0
+        # Without a generator step no graph is kept (and DDP expects a backward after a forward that records one).
+        with self.autocast(), torch.set_grad_enabled(train_gen):
+            fake = self.generator(noise)
+        numbers = {}
+        if train_dis:
+            with_r1 = step.r1_weight > 0 and index % step.r1_every == 0
+            numbers.update(self.discriminator_step(real, fake, with_r1))
+        if train_gen:
+            numbers["loss_gen"] = self.generator_step(real, fake)
+        if self.scaler is not None and numbers:  # update() needs a step() before it
+            self.scaler.update()
+        if numbers:  # one device sync for every number, averaged over the ranks
+            values = mean_over_ranks(torch.stack(list(numbers.values())).float())
+            self.last.values.update(zip(numbers, values.tolist(), strict=True))
+        if "d_real_sign" in numbers:
+            self.augment.adapt(self.last.values["d_real_sign"])
+        if self.augment is not None and "augment_p" in self.last.values:
+            self.last.values["augment_p"] = self.augment.p
+        return dict(self.last.values)
+
+
+def reported_names(step: GanStep, augment: DiffAugment | None) -> tuple[str, ...]:
+    """The numbers a step reports: both losses, and what the techniques that are on measure."""
+    names = ["loss_dis", "loss_gen"]
+    if step.r1_weight > 0:
+        names.append("r1")
+    if augment is not None and augment.adaptive:
+        names += ["d_real_sign", "augment_p"]
+    return tuple(names)
+
+
 def create_gan_trainer(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -84,80 +211,19 @@ def create_gan_trainer(
     device: torch.device,
     step: GanStep = GanStep(),
     scaler: torch.amp.GradScaler | None = None,
+    augment: DiffAugment | None = None,
 ) -> Engine:
     """The trainer; ``trainer.last_losses`` is a ``LastLosses`` a checkpoint should hold when ``g_every`` or
-    ``d_every`` is above 1."""
+    ``d_every`` is above 1, or the R1 penalty is lazy; ``augment``'s strength, when adaptive, is state too."""
     if step.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {step.precision!r}")
     if step.precision == "fp16" and scaler is None:
         raise ValueError("fp16 needs a GradScaler: its gradients underflow without one")
-    objective = nn.BCEWithLogitsLoss()
-    inner_discriminator = unwrapped(discriminator)  # for the generator step: no DDP synchronisation of D
-    latent_size = unwrapped(generator).latent_size
-    non_blocking = device.type == "cuda"
-    dtype = PRECISIONS[step.precision]
-    joint = step.joint_d_pass and hasattr(inner_discriminator, "forward_pair")
-    last = LastLosses()
-
-    def autocast() -> contextlib.AbstractContextManager:
-        # Each network's weights are cast once per block; D's change between the two steps, so two blocks.
-        return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-
-    def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-
-    def discriminator_step(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        dis_optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            if joint:
-                real_logits, fake_logits = discriminator(real, fake.detach())  # forward_pair, through DDP
-            else:
-                real_logits, fake_logits = discriminator(real), discriminator(fake.detach())  # no gradient into G
-            real_logits, fake_logits = real_logits.float(), fake_logits.float()
-        dis_loss = objective(real_logits, torch.ones_like(real_logits)) + objective(
-            fake_logits, torch.zeros_like(fake_logits)
-        )
-        backward_and_step(dis_loss, dis_optimizer)
-        return dis_loss
-
-    def generator_step(fake: torch.Tensor) -> torch.Tensor:
-        gen_optimizer.zero_grad(set_to_none=True)
-        freeze = frozen(inner_discriminator) if step.freeze_discriminator else contextlib.nullcontext()
-        with freeze, autocast():
-            fooled_logits = inner_discriminator(fake).float()
-        gen_loss = objective(fooled_logits, torch.ones_like(fooled_logits))
-        backward_and_step(gen_loss, gen_optimizer)
-        return gen_loss
-
-    def gan_step(engine: Engine, real_batch: torch.Tensor) -> dict[str, float]:
-        index = engine.state.iteration - 1
-        real = real_batch.to(device, non_blocking=non_blocking)
-        if step.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        noise = torch.randn(real.shape[0], latent_size, 1, 1, device=device)
-        train_dis, train_gen = index % step.d_every == 0, index % step.g_every == 0
-        # Without a generator step no graph is kept (and DDP expects a backward after a forward that records one).
-        with autocast(), torch.set_grad_enabled(train_gen):
-            fake = generator(noise)
-        losses = {}
-        if train_dis:
-            losses["loss_dis"] = discriminator_step(real, fake)
-        if train_gen:
-            losses["loss_gen"] = generator_step(fake)
-        if scaler is not None and losses:  # update() needs a step() before it
-            scaler.update()
-        if losses:  # one device sync for both numbers, averaged over the ranks
-            values = mean_over_ranks(torch.stack(list(losses.values())).detach())
-            last.values.update(zip(losses, values.tolist(), strict=True))
-        return dict(last.values)
-
-    trainer = Engine(gan_step)
-    trainer.last_losses = last
+    if step.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {step.loss!r}")
+    process = GanProcess((generator, discriminator), (gen_optimizer, dis_optimizer), device, step, scaler, augment)
+    trainer = Engine(process)
+    trainer.last_losses = process.last
     return trainer
 
 

@@ -27,6 +27,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping
 from ignite.metrics import Metric
 
+from handlers.collapse import CollapseWatch
 from runner.distributed import agree, per_rank
 from runner.errors import CannotWrite
 from runner.files import save_atomically
@@ -160,9 +161,10 @@ class ExactResume:
         self._saved_iteration = iteration
 
     def load(self, checkpoint: Mapping[str, Any]) -> None:
-        # A best-score checkpointer or early stopping that the checkpoint lacks was turned on at this resume
-        # (--eval-every, --patience): it starts fresh.
-        judges = {name for name, obj in self.to_save.items() if isinstance(obj, Checkpoint | EarlyStopping)}
+        # A best-score checkpointer, early stopping or collapse watch that the checkpoint lacks was turned on at this
+        # resume (--eval-every, --patience, --collapse-factor): it starts fresh.
+        judging = Checkpoint | EarlyStopping | CollapseWatch
+        judges = {name for name, obj in self.to_save.items() if isinstance(obj, judging)}
         optional = self.optional | judges
         objects = {name: obj for name, obj in self.to_save.items() if name in checkpoint or name not in optional}
         Checkpoint.load_objects({**objects, "checkpointer": self.checkpoint}, dict(checkpoint))

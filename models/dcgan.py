@@ -10,11 +10,20 @@ LeakyReLU(0.2) in the discriminator and no biases: ``Discriminator(96, leaky_slo
 the form ``3 * 2**k`` (at least 24) takes that outer stage; a power of two takes the Atari one.
 
 The discriminator returns *logits*: the loss is ``BCEWithLogitsLoss``, the same maths as the books' Sigmoid +
-``BCELoss`` but numerically safe in low precision.
+``BCELoss`` but numerically safe in low precision (``engines.gan_losses`` has the others).
+
+The discriminator's normalization (``norm``) is the chapter's BatchNorm on the inner stages, or spectral
+normalization of every convolution's weight (Miyato et al., 2018; torch's ``spectral_norm`` parametrization: one
+power iteration per forward pass in training mode, its vectors in the ``state_dict``), instead of BatchNorm or with
+it. Spectral normalization bounds how steep D can grow, so it cannot become overconfident within a few hundred
+iterations, as the chapter's D does.
 """
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+D_NORMS = ("batchnorm", "spectral", "spectral+batchnorm")
 
 
 def stride2_stages(image_size: int) -> int:
@@ -41,21 +50,36 @@ class Discriminator(nn.Module):
     """Image -> one real/fake logit per image."""
 
     def __init__(
-        self, image_size: int = 64, channels: int = 3, filters: int = 64, leaky_slope: float = 0.0, bias: bool = True
+        self,
+        image_size: int = 64,
+        channels: int = 3,
+        filters: int = 64,
+        leaky_slope: float = 0.0,
+        bias: bool = True,
+        norm: str = "batchnorm",
     ):
         super().__init__()
+        if norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(D_NORMS)}, got {norm!r}")
         inner, kernel, stride, padding = outer_stage(image_size)
+        spectral, batchnorm = norm.startswith("spectral"), norm.endswith("batchnorm")
 
         def activation() -> nn.Module:
             return nn.LeakyReLU(leaky_slope) if leaky_slope else nn.ReLU()
 
+        def conv(*args: int) -> nn.Module:
+            layer = nn.Conv2d(*args, bias=bias)
+            return spectral_norm(layer) if spectral else layer
+
         # no BN on the input stage
-        layers: list[nn.Module] = [nn.Conv2d(channels, filters, kernel, stride, padding, bias=bias), activation()]
+        layers: list[nn.Module] = [conv(channels, filters, kernel, stride, padding), activation()]
         width = filters
         for _ in range(inner):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=bias), nn.BatchNorm2d(width * 2), activation()]
+            layers.append(conv(width, width * 2, 4, 2, 1))
+            layers += [nn.BatchNorm2d(width * 2)] if batchnorm else []
+            layers.append(activation())
             width *= 2
-        layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=bias))  # (B, 1, 1, 1)
+        layers.append(conv(width, 1, 4, 1, 0))  # (B, 1, 1, 1)
         self.conv_pipe = nn.Sequential(*layers)
 
     def forward(self, images: Tensor, second: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.distributed import run_ranks, under_torchrun
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
-from runner.settings import config_text, from_saved, make_settings, parse_command
+from runner.settings import config_text, from_saved, make_settings, parse_command, recipe_defaults
 
 PROGRAM = "ignite-book"  # the installed command (tasks/commands.py)
 COMMAND_ENV = "IGNITE_BOOK_COMMAND"  # set by it, inherited by the processes a run starts: hints name it
@@ -49,7 +49,7 @@ def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) ->
     if not explicit.get("resume"):
         output_dir = explicit.get("output_dir") or default_output_dir(task)
         # A task may layer book settings (its chosen model's recipe) under the flags the user gave.
-        recipe = settings_cls.recipe(explicit) if hasattr(settings_cls, "recipe") else {}
+        recipe = recipe_defaults(settings_cls, explicit)
         return make_settings(settings_cls, {**recipe, **explicit, "output_dir": output_dir}), None
     resume = find_checkpoint(explicit["resume"])
     output_dir = explicit.get("output_dir") or str(resume.run_dir)
@@ -64,8 +64,7 @@ def resolve_printed(settings_cls: type, explicit: dict[str, Any]) -> Any:
     user did not name stays empty (each run makes its own)."""
     if explicit.get("resume"):
         return resolve_settings(settings_cls, explicit, task="")[0]
-    recipe = settings_cls.recipe(explicit) if hasattr(settings_cls, "recipe") else {}
-    return make_settings(settings_cls, {**recipe, **explicit})
+    return make_settings(settings_cls, {**recipe_defaults(settings_cls, explicit), **explicit})
 
 
 def launch(

@@ -182,22 +182,7 @@ def parse_flags(settings_cls: type, argv: Sequence[str] | None, prog: str, descr
 
 def read_config(settings_cls: type, path: str) -> dict[str, Any]:
     """A config file's settings, each checked as its flag would be; a mistake names the file and the key."""
-    if not Path(path).is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise UserError(f"--config {path}: {error.strerror or error}") from None
-    try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise UserError(
-            f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({error})"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path}: must map setting names to values, as a run's config.json does")
+    data = read_mapping(path, flag="--config", what="map setting names to values, as a run's config.json does")
     fields = {field.name: field for field in dataclasses.fields(settings_cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -206,11 +191,37 @@ def read_config(settings_cls: type, path: str) -> dict[str, Any]:
     values = {name: _from_file(value, types[name]) for name, value in data.items()}
     for name, value in values.items():
         try:
-            _check_type(name, value, types[name])
-            _check_value(name, fields[name], value)
+            check_setting(settings_cls, name, value)
         except UserError as error:
             raise UserError(f"{path}: {error}") from None
     return values
+
+
+def read_mapping(path: str, flag: str, what: str) -> dict[str, Any]:
+    """A YAML or JSON file (JSON by its ``.json`` name) holding one mapping; ``{}`` for an empty file. Any other
+    content is one line naming ``flag`` and the file, and saying that it must ``what``."""
+    if not Path(path).is_file():
+        raise UserError(f"{flag} {path}: no such file")
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise UserError(f"{flag} {path}: {error.strerror or error}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise UserError(f"{flag} {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({error})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{flag} {path}: must {what}")
+    return data
+
+
+def check_setting(settings_cls: type, name: str, value: Any) -> None:
+    """``value`` for the setting ``name``, checked as its flag's would be (type, then the field's own check)."""
+    field = {field.name: field for field in dataclasses.fields(settings_cls)}[name]
+    _check_type(name, value, _field_types(settings_cls)[name])
+    _check_value(name, field, value)
 
 
 def _from_file(value: Any, kind: Any) -> Any:
@@ -272,6 +283,13 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
         ok = isinstance(value, kind)
     if not ok:
         raise UserError(f"{flag_name(name)} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def recipe_defaults(settings_cls: type, explicit: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a task's recipe layers under the flags the user gave (its classmethod ``recipe_defaults``, e.g.
+    the chosen model's book settings, or the GAN's ``--recipe``); none for a task without one."""
+    hook = getattr(settings_cls, "recipe_defaults", None)
+    return dict(hook(explicit)) if hook is not None else {}
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.errors import UserError
 
 # How to install a missing database driver, by module name. SQLAlchemy 2.1 reads postgresql:// as postgresql+psycopg://
@@ -231,3 +232,18 @@ def suggest(trial: optuna.trial.Trial, space: dict[str, optuna.distributions.Bas
         else:
             params[name] = trial.suggest_categorical(name, distribution.choices)
     return params
+
+
+def trial_resume_point(run_dir: Path) -> ResumePoint | None:
+    """An adopted trial resumes from its newest checkpoint; a run killed before its first checkpoint has nothing to
+    resume: its folder is moved aside (kept, not deleted) and the trial starts afresh."""
+    if not run_dir.exists():
+        return None
+    try:
+        return find_checkpoint(run_dir)
+    except UserError:
+        attempt = 1
+        while (aside := run_dir.with_name(f"{run_dir.name}.interrupted-{attempt}")).exists():
+            attempt += 1
+        run_dir.rename(aside)
+        return None

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from datasets import cache_dir
 from datasets.atari import TWELVE_GAMES, labelled_frames
 from models.dcgan import stride2_stages
-from models.frame_classifier import FrameClassifier
+from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.files import DamagedFile, save_atomically, verify_torch_file
 from runner.settings import setting
 
@@ -153,3 +153,22 @@ def build(settings: BuildSettings) -> Built:
         f"validation accuracy {info['valid_accuracy']:.4f}"
     )
     return Built(0, info)
+
+
+class LazyFeatures(torch.nn.Module):
+    """Atari-FID's feature layer, its classifier loaded (or trained, on first use) when first called; ``name`` is
+    then the classifier's ``fid_classifier``."""
+
+    def __init__(self, load: Callable[[], tuple[FrameClassifier, dict]], device: torch.device):
+        super().__init__()
+        self.load = load
+        self.device = device
+        self.classifier: FrameClassifier | None = None
+        self.name = ""
+        self.feature_size = FEATURE_SIZE  # (building a classifier to ask would draw from the training RNG)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            classifier, info = self.load()
+            self.classifier, self.name = classifier.to(self.device), info["fid_classifier"]
+        return self.classifier.features(frames)

@@ -6,7 +6,7 @@ standard run (``tasks.standard_run``). ``scripts/atari_gan.py`` hands its comman
 
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +17,9 @@ from datasets.atari import DEFAULT_GAMES, FrameStream, check_games, spaced_frame
 from datasets.prefetch import Prefetched
 from datasets.workers import WorkerFrames, worker_count
 from engines.gan import create_fid_evaluator, fid_batches
+from handlers.collapse import CollapseWatch
 from handlers.evaluation import PeriodicEvaluation, keep_best
 from models.dcgan import Discriminator, Generator, stride2_stages
-from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.cli import launch, launch_tool
 from runner.device import resolve_device
@@ -28,8 +28,8 @@ from runner.errors import UserError, say
 from runner.files import load_torch_file
 from runner.machine import usable_cores
 from runner.settings import at_least_two, from_saved, non_negative, one_of, positive, required, setting
-from tasks.atari_fid import load_frame_classifier
-from tasks.gan import GanRunSettings, GanTask, free_cores, use_producer
+from tasks.atari_fid import LazyFeatures, load_frame_classifier
+from tasks.gan import GanTask, free_cores, use_producer
 from tasks.gan_generate import (
     INTERPOLATE_HELP,
     WEIGHTS_HELP,
@@ -40,6 +40,7 @@ from tasks.gan_generate import (
     sheet_noise,
     write_sheet,
 )
+from tasks.gan_settings import GanRunSettings
 from tasks.parts import Attached, RunContext, Scoring
 
 EVAL_SEED_OFFSET = 1_000_003  # FID's real frames and noise: other episodes than the training stream's
@@ -50,6 +51,11 @@ AUTO_WORKERS_AT_MOST = 4  # what --producer-workers auto starts at most: 2 feed 
 def auto_or_count(value: str) -> None:
     if value != "auto" and not (value.isdigit() and int(value) <= 64):
         raise ValueError("must be auto or a number of processes from 0 to 64")
+
+
+def zero_or_above_one(value: float) -> None:
+    if value != 0 and not value > 1:
+        raise ValueError("must be 0 (off) or above 1")
 
 
 def image_side(value: int) -> None:
@@ -79,30 +85,18 @@ class AtariGanSettings(GanRunSettings):
     patience: int = setting(
         0, "stop after this many evaluations without a better FID (0: never)", check=non_negative, resume="free"
     )
+    collapse_factor: float = setting(
+        3.0,
+        "say so (a line, a metrics.jsonl record) when an evaluation's FID rises above this many times the best so "
+        "far; training goes on (0: never)",
+        check=zero_or_above_one,
+        resume="free",
+    )
 
     def check_ranks(self, ranks: int) -> None:
         """With several processes each evaluates its share of the FID samples (``runner.distributed``)."""
         if self.eval_every and self.fid_samples < 2 * ranks:
             raise UserError(f"--fid-samples {self.fid_samples}: at least 2 per process ({ranks} processes)")
-
-
-class LazyFeatures(torch.nn.Module):
-    """Atari-FID's feature layer, its classifier loaded (or trained, on first use) when first called; ``name`` is
-    then the classifier's ``fid_classifier``."""
-
-    def __init__(self, load: Callable[[], tuple[FrameClassifier, dict]], device: torch.device):
-        super().__init__()
-        self.load = load
-        self.device = device
-        self.classifier: FrameClassifier | None = None
-        self.name = ""
-        self.feature_size = FEATURE_SIZE  # (building a classifier to ask would draw from the training RNG)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.classifier is None:
-            classifier, info = self.load()
-            self.classifier, self.name = classifier.to(self.device), info["fid_classifier"]
-        return self.classifier.features(frames)
 
 
 class AtariGan(GanTask):
@@ -163,6 +157,17 @@ class AtariGan(GanTask):
             settings.patience,
             prefix="best_fid",
         )
+        if settings.collapse_factor:
+            best = state["best_fid_checkpointer"]
+            watch = CollapseWatch(
+                self.scoring.metric,
+                settings.collapse_factor,
+                settings.eval_every,
+                context.metrics_log,
+                lambda: best.last_checkpoint,
+                say,
+            )
+            state["collapse_watch"] = watch.attach(evaluator, context.trainer)
         return Attached(evaluator, state)
 
     def stop_reason(self) -> str:
@@ -170,9 +175,9 @@ class AtariGan(GanTask):
 
 
 def make_networks(settings: AtariGanSettings) -> tuple[Generator, Discriminator]:
-    """The chapter's pair (ReLU in D, biases)."""
+    """The chapter's pair (ReLU in D, biases), D normalised as ``--d-norm`` says."""
     generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size)
-    return generator, Discriminator(settings.image_size, 3, settings.filters)
+    return generator, Discriminator(settings.image_size, 3, settings.filters, norm=settings.d_norm)
 
 
 def make_stream(

@@ -149,7 +149,7 @@ class AutoencodeSettings(EpochRunSettings):
             raise ValueError(f"--digits-size applies to --dataset digits only, not {self.dataset}")
 
     @classmethod
-    def recipe(cls, explicit: dict[str, Any]) -> dict[str, Any]:
+    def recipe_defaults(cls, explicit: dict[str, Any]) -> dict[str, Any]:
         """The chosen data set's number of epochs (applied under the flags the user gave)."""
         dataset = explicit.get("dataset", cls.__dataclass_fields__["dataset"].default)
         return {"max_epochs": DATASET_EPOCHS[dataset]} if dataset in DATASET_EPOCHS else {}

@@ -1,6 +1,7 @@
-"""What the two GAN tasks share: settings, networks and optimizers in the fast path's form, the GAN engine and the
+"""What the two GAN tasks share: networks and optimizers in the fast path's form, the GAN engine and the
 sample sheets. ``tasks.atari_gan`` (live Atari frames, Atari-FID) and ``tasks.image_gan`` (an image folder, chapter
-004's AnimeGAN) add their data, their networks' options and their quality measure.
+004's AnimeGAN) add their data, their networks' options and their quality measure; the settings and recipes are in
+``tasks.gan_settings``.
 """
 
 from dataclasses import dataclass
@@ -9,9 +10,11 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
+from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 
 from engines.adam import LayoutFreeAdam
+from engines.augment import DiffAugment
 from engines.gan import GanStep, create_gan_trainer
 from engines.gemm_weight_grads import use_gemm_weight_grads
 from handlers import SampleSheets
@@ -21,92 +24,11 @@ from runner.distributed import is_main_process, per_rank, wrap_model
 from runner.errors import say
 from runner.machine import usable_cores
 from runner.memory import keep_freed_memory
-from runner.settings import (
-    RunSettings,
-    in_open_unit_interval,
-    keep_checkpoints_setting,
-    one_of,
-    positive,
-    setting,
-)
+from tasks.gan_settings import EMA_WARMUP_START_DECAY, GanRunSettings, technique_summary
 from tasks.parts import Attached, Parts, RunContext
 from tasks.standard_run import Task, continue_hint, watch_hint
 
 SHEET_SIZE = 64  # images per sample sheet, as the chapters' make_grid(...[:64])
-
-
-@dataclass(frozen=True)
-class GanRunSettings(RunSettings):
-    """The fields every GAN task has. A task subclasses it, redefining a field to change its default or check."""
-
-    # how long, how often
-    max_iters: int = setting(
-        50_000, "total iterations; a resumed run continues up to it", check=positive, resume="free"
-    )
-    log_every: int = setting(
-        100, "iterations between metrics.jsonl records and report lines", check=positive, resume="free"
-    )
-    image_every: int = setting(
-        1000, "iterations between sample sheets (PNG and TensorBoard)", check=positive, resume="free"
-    )
-    checkpoint_every: int = setting(
-        1000, "iterations between checkpoints (one more at the end)", check=positive, resume="free"
-    )
-    keep_checkpoints: int = keep_checkpoints_setting()
-    # data, model and optimizer
-    batch_size: int = setting(16, "images per batch", check=positive)
-    image_size: int = setting(64, "side of the square images", check=positive)
-    latent_size: int = setting(100, "length of the generator's noise vector", check=positive)
-    filters: int = setting(64, "filters of the first discriminator / last generator layer", check=positive)
-    lr: float = setting(1e-4, "Adam learning rate of both networks", check=positive)
-    beta1: float = setting(0.5, "Adam beta1 of both networks (beta2 is 0.999)", check=in_open_unit_interval)
-    # the fast path (docs/speed.md): each switch on by default where it keeps quality, each can be turned off
-    precision: str = setting(
-        "auto",
-        "autocast: auto (bf16 where supported, fp16 on older GPUs), bf16, fp16 (CUDA) or fp32 (off)",
-        check=one_of("auto", "bf16", "fp16", "fp32"),
-        resume="free",
-    )
-    channels_last: bool = setting(True, "channels-last memory layout for both networks", resume="free")
-    freeze_discriminator: bool = setting(
-        True, "skip D's weight gradients in the generator step (the book computes and discards them)", resume="free"
-    )
-    joint_d_pass: bool = setting(
-        True, "D's real and fake passes as one batched pass (each keeps its own BatchNorm statistics)", resume="free"
-    )
-    fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
-    gemm_weight_grads: bool = setting(
-        True,
-        "CPU: weight gradients of layers with a small map as one matrix product, where oneDNN is slow (8x8 or "
-        "smaller in bf16, 4x4 in fp32, 1x1 in fp32 on AMD CPUs with AVX-512)",
-        resume="free",
-    )
-    producer: str = setting(
-        "auto",
-        "make batches in a background thread: on, off, or auto (on when training leaves a CPU core free)",
-        check=one_of("auto", "on", "off"),
-        resume="free",
-    )
-    keep_heap: bool = setting(
-        True, "keep freed memory for reuse (glibc): far fewer page faults per step on CPU", resume="free"
-    )
-    compile: bool = setting(False, "torch.compile both networks (meant for CUDA; slower on CPU)", resume="free")
-    compile_mode: str = setting(
-        "default",
-        "torch.compile's mode with --compile: default, reduce-overhead (CUDA graphs) or max-autotune",
-        check=one_of("default", "reduce-overhead", "max-autotune"),
-        resume="free",
-    )
-    # what the sample sheets and the quality measure also see: an exponential moving average of G's weights
-    ema_decay: float = setting(
-        0.999,
-        "weight of the past in the generator's exponential moving average (EMA), updated each iteration; 0: none",
-        check=in_open_unit_interval,
-    )
-    # several processes (runner.distributed): --batch-size is the global batch, split evenly over them
-    nproc_per_node: int = setting(
-        1, "training processes on this machine (DDP via ignite.distributed; gloo on CPU, nccl on CUDA)", check=positive
-    )
 
 
 def use_producer(settings: GanRunSettings, device: torch.device) -> bool:
@@ -147,13 +69,12 @@ def build_gan(
         # In place: the state_dict keys stay those of an uncompiled run.
         generator.compile(mode=settings.compile_mode)
         discriminator.compile(mode=settings.compile_mode)
-    adam = {"betas": (settings.beta1, 0.999), "lr": settings.lr}
-    adam["fused" if settings.fused_adam else "foreach"] = True
+    adam = {"betas": (settings.beta1, settings.beta2), "fused" if settings.fused_adam else "foreach": True}
     return Gan(
         generator,
         discriminator,
-        LayoutFreeAdam(generator.parameters(), **adam),
-        LayoutFreeAdam(discriminator.parameters(), **adam),
+        LayoutFreeAdam(generator.parameters(), lr=settings.gen_lr or settings.lr, **adam),
+        LayoutFreeAdam(discriminator.parameters(), lr=settings.dis_lr or settings.lr, **adam),
     )
 
 
@@ -164,7 +85,25 @@ def uses_gemm_weight_grads(settings: GanRunSettings, device: torch.device) -> bo
 
 def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
     schedule = {name: getattr(settings, name) for name in ("d_every", "g_every") if hasattr(settings, name)}
-    return GanStep(precision, settings.channels_last, settings.freeze_discriminator, settings.joint_d_pass, **schedule)
+    return GanStep(
+        precision,
+        settings.channels_last,
+        settings.freeze_discriminator,
+        settings.joint_d_pass,
+        loss=settings.loss,
+        r1_weight=settings.r1_weight,
+        r1_every=settings.r1_every,
+        **schedule,
+    )
+
+
+def make_augment(settings: GanRunSettings) -> DiffAugment | None:
+    """``--augment``'s view of D's input, or None; its strength moves with the global batch (all ranks agree)."""
+    if settings.augment == "none":
+        return None
+    return DiffAugment(
+        settings.augment.split(","), settings.augment_p, settings.ada_target, settings.ada_speed, settings.batch_size
+    )
 
 
 def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.device, data: Any = None) -> str:
@@ -177,6 +116,25 @@ def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.de
     if producer:
         switches.append(producer)
     return ", ".join(switches)
+
+
+def attach_ema(settings: GanRunSettings, generator: torch.nn.Module, trainer: Engine) -> torch.nn.Module | None:
+    """Ignite's EMAHandler (ema = decay * ema + (1 - decay) * G after each step; BatchNorm's statistics are G's), with
+    its warm-up if asked; returns the average, or None without one."""
+    if not settings.ema_decay:
+        return None
+    warmup = {}
+    if settings.ema_warmup:
+        warmup = {"momentum_warmup": 1 - EMA_WARMUP_START_DECAY, "warmup_iters": settings.ema_warmup}
+    ema = EMAHandler(generator, momentum=1 - settings.ema_decay, **warmup)
+    ema.attach(trainer)
+    if settings.ema_warmup:
+        # The warm-up counts its own events from 0 at each start: a resumed run goes on from its iteration instead.
+        @trainer.on(Events.STARTED)
+        def continue_warmup(engine: Engine) -> None:
+            ema.momentum_scheduler.event_index = engine.state.iteration
+
+    return ema.ema_model
 
 
 def fixed_noise(settings: GanRunSettings, device: torch.device) -> torch.Tensor:
@@ -207,6 +165,7 @@ class GanTask(Task):
         settings = self.settings
         self.gan = gan = build_gan(settings, *self.make_networks(), device)
         scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        augment = make_augment(settings)
         trainer = create_gan_trainer(
             wrap_model(gan.generator),
             wrap_model(gan.discriminator),
@@ -215,18 +174,21 @@ class GanTask(Task):
             device,
             gan_step_of(settings, self.precision),
             scaler,
+            augment,
         )
         if is_main_process():
             say(f"fast path: {fast_path_summary(settings, self.precision, device, data)}")
+            techniques = technique_summary(settings)
+            if techniques:  # the chapter's GAN says nothing more than it always did
+                say(f"{settings.recipe} recipe: {techniques}")
         to_save = {"stream": per_rank(data), "last_losses": trainer.last_losses, **vars(gan)}
         if scaler is not None:
             to_save["grad_scaler"] = scaler
-        self.ema_generator = None
-        if settings.ema_decay:
-            # Ignite's EMAHandler: ema = decay * ema + (1 - decay) * G after each step; BatchNorm's statistics are G's.
-            ema = EMAHandler(gan.generator, momentum=1 - settings.ema_decay)
-            ema.attach(trainer)
-            self.ema_generator = to_save["generator_ema"] = ema.ema_model
+        if augment is not None and augment.adaptive:
+            to_save["augment"] = augment  # the adapted strength
+        self.ema_generator = attach_ema(settings, gan.generator, trainer)
+        if self.ema_generator is not None:
+            to_save["generator_ema"] = self.ema_generator
         # A run from before EMA existed starts its average at its resume; one from before fp16 has no scaler.
         return Parts(trainer, data, to_save, optional=("grad_scaler", "last_losses", "generator_ema"))
 

@@ -24,7 +24,7 @@ from runner.device import resolve_device
 from runner.distributed import is_main_process
 from runner.errors import UserError, say
 from runner.settings import from_saved, non_negative, one_of, positive, required, setting
-from tasks.gan import GanRunSettings, GanTask, use_producer
+from tasks.gan import GanTask, use_producer
 from tasks.gan_generate import (
     INTERPOLATE_HELP,
     WEIGHTS_HELP,
@@ -35,6 +35,7 @@ from tasks.gan_generate import (
     sheet_noise,
     write_sheet,
 )
+from tasks.gan_settings import GanRunSettings
 from tasks.parts import AttachToEvaluator, RunResult
 
 LEAKY_SLOPE = 0.2  # the book's discriminator
@@ -98,7 +99,9 @@ def make_stream(settings: ImageGanSettings, device: torch.device) -> ImageBatche
 def make_networks(settings: Any) -> tuple[Generator, Discriminator]:
     """The book's AnimeGAN pair at ``image_size`` (its 96x96 layers at the defaults)."""
     generator = Generator(settings.image_size, 3, settings.filters, settings.latent_size, bias=False)
-    discriminator = Discriminator(settings.image_size, 3, settings.filters, leaky_slope=LEAKY_SLOPE, bias=False)
+    discriminator = Discriminator(
+        settings.image_size, 3, settings.filters, leaky_slope=LEAKY_SLOPE, bias=False, norm=settings.d_norm
+    )
     return generator, discriminator
 
 

@@ -124,7 +124,7 @@ class SupervisedSettings(EpochRunSettings):
             raise ValueError(f"--model {self.model} is a {MODEL_KINDS[self.model]} model, not for {self.kind}")
 
     @classmethod
-    def recipe(cls, explicit: dict[str, Any]) -> dict[str, Any]:
+    def recipe_defaults(cls, explicit: dict[str, Any]) -> dict[str, Any]:
         """The chosen model's book settings (applied under the flags the user gave)."""
         model = explicit.get("model", cls.__dataclass_fields__["model"].default)
         return dict(MODEL_RECIPES.get(model, {}))

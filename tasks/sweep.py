@@ -24,14 +24,14 @@ from optuna.trial import TrialState
 
 from handlers.pruning import OptunaPruning
 from models.book_models import default_hidden
-from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.cli import command_line
 from runner.errors import UserError
-from runner.settings import OneLineParser, flag_name, make_settings, parse_flags, positive_int
-from runner.studies import next_trial, open_storage, open_study, suggest
+from runner.settings import OneLineParser, flag_name, make_settings, parse_flags, positive_int, recipe_defaults
+from runner.studies import next_trial, open_storage, open_study, suggest, trial_resume_point
 from tasks.atari_fid import load_frame_classifier
 from tasks.atari_gan import AtariGan, AtariGanSettings
 from tasks.parts import Scoring
+from tasks.search_space import SearchSpace, check_same_space, read_space
 from tasks.standard_run import Task
 from tasks.supervised import ClassifySettings, RegressSettings, Supervised
 
@@ -105,32 +105,19 @@ def check_measure(study: optuna.Study, task: SweepTask, settings: Any) -> None:
     study.set_user_attr("fid_classifier", measure)
 
 
-def resume_point(run_dir: Path) -> ResumePoint | None:
-    """An adopted trial resumes from its newest checkpoint; a run killed before its first checkpoint has nothing to
-    resume: its folder is moved aside (kept, not deleted) and the trial starts afresh."""
-    if not run_dir.exists():
-        return None
-    try:
-        return find_checkpoint(run_dir)
-    except UserError:
-        attempt = 1
-        while (aside := run_dir.with_name(f"{run_dir.name}.interrupted-{attempt}")).exists():
-            attempt += 1
-        run_dir.rename(aside)
-        return None
-
-
 def trial_settings(task: SweepTask, base: dict[str, Any], params: dict[str, Any], run_dir: Path) -> Any:
     return make_settings(task.settings_cls, {**base, **params, "output_dir": str(run_dir), "resume": ""})
 
 
-def run_trial(task: SweepTask, trial: optuna.trial.Trial, base: dict[str, Any], output_dir: Path) -> int | None:
+def run_trial(
+    task: SweepTask, trial: optuna.trial.Trial, base: dict[str, Any], output_dir: Path, space: SearchSpace
+) -> int | None:
     """Run (or resume) one trial and report it to the study; returns an exit code when the sweep must stop."""
     study = trial.study
-    params = suggest(trial, task.search_space)
+    params = suggest(trial, space.searched)
     run_dir = output_dir / f"trial_{trial.number:04d}"
     study._storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
-    checkpoint = resume_point(run_dir)
+    checkpoint = trial_resume_point(run_dir)
     settings = trial_settings(task, base, params, run_dir)
 
     metric = task.task_class(settings).scoring.metric  # a setting may pick it (the Atari GAN's fid_ema)
@@ -161,6 +148,7 @@ def worker(
     n_trials: int,
     base: dict,
     output_dir: Path,
+    space: SearchSpace,
     threads: int,
 ) -> int:
     task = sweep_tasks()[task_name]
@@ -170,7 +158,7 @@ def worker(
     storage = open_storage(storage_spec, output_dir)
     study = open_study(storage, study_name, task.direction, seed)
     while (trial := next_trial(study, storage, n_trials, output_dir, seed)) is not None:
-        code = run_trial(task, trial, base, output_dir)
+        code = run_trial(task, trial, base, output_dir, space)
         if code is not None:
             return code
     return 0
@@ -221,21 +209,13 @@ def _flag_value(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
 
 
-def describe(space: dict[str, optuna.distributions.BaseDistribution]) -> str:
-    parts = []
-    for name, distribution in space.items():
-        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-            parts.append(f"{name} in {list(distribution.choices)}")
-        else:
-            scale = " (log)" if distribution.log else ""
-            parts.append(f"{name} {distribution.low:g}..{distribution.high:g}{scale}")
-    return "; ".join(parts)
-
-
-def check_flags(task: SweepTask, explicit: dict[str, Any]) -> None:
-    clash = sorted(set(explicit) & set(task.search_space))
+def check_flags(task: SweepTask, explicit: dict[str, Any], space: SearchSpace) -> None:
+    clash = sorted(set(explicit) & set(space.searched))
     if clash:
-        raise UserError(f"{', '.join(flag_name(n) for n in clash)}: searched by the sweep; drop the flag")
+        raise UserError(
+            f"{', '.join(flag_name(n) for n in clash)}: searched by the sweep; drop the flag (or write a --space "
+            "without it)"
+        )
     if explicit.get("nproc_per_node", 1) != 1:
         raise UserError("--nproc-per-node: each trial trains in one process; run trials side by side with --n-workers")
     for name in ("resume", "output_dir", "seed"):
@@ -243,7 +223,7 @@ def check_flags(task: SweepTask, explicit: dict[str, Any]) -> None:
             raise UserError(
                 f"{flag_name(name)} belongs to the sweep here; each trial gets a run directory in --output-dir"
             )
-    if "width" in task.search_space:
+    if "width" in space.searched:
         model = explicit.get("model", task.settings_cls.__dataclass_fields__["model"].default)
         if default_hidden(model) is None:
             raise UserError(f"--model {model} has no hidden layers for the sweep's width; use an MLP (e.g. mlp)")
@@ -256,7 +236,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
     parser = OneLineParser(
         prog=prog,
         description="Optuna sweep over a task's hyperparameters; any other flag goes to the task (see its --help). "
-        + " ".join(f"{name}: {describe(task.search_space)}." for name, task in tasks.items()),
+        + " ".join(f"{name}: {SearchSpace(task.search_space).describe()}." for name, task in tasks.items())
+        + " --space FILE searches what the file says (--print-space shows the format).",
     )
     parser.add_argument("task", choices=sorted(tasks))
     parser.add_argument("--n-trials", type=positive_int, default=20, help="the study's total of finished trials")
@@ -265,15 +246,24 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's run")
     parser.add_argument("--n-workers", type=positive_int, default=1, help="worker processes on this machine")
     parser.add_argument("--output-dir", default="", help="default: runs/sweep-<task>-<study name>")
+    parser.add_argument(
+        "--space", metavar="FILE", help="the search space, YAML or JSON (default: the task's; see --print-space)"
+    )
+    parser.add_argument("--print-space", action="store_true", help="print the search space as a --space file and exit")
     args, rest = parser.parse_known_args(argv)
     task = tasks[args.task]
+    space = read_space(args.space, task.settings_cls) if args.space else SearchSpace(task.search_space)
+    if args.print_space:
+        print(space.text(), end="")
+        return 0
     explicit = {**task.defaults, **parse_flags(task.settings_cls, rest, prog=f"{prog} {args.task}")}
-    check_flags(task, explicit)
+    check_flags(task, explicit, space)
     study_name = args.study_name or args.task
     output_dir = Path(args.output_dir or Path("runs") / f"sweep-{args.task}-{study_name}")
-    recipe = task.settings_cls.recipe(explicit) if hasattr(task.settings_cls, "recipe") else {}
-    base = {**{k: v for k, v in recipe.items() if k not in task.search_space}, **explicit, "seed": args.seed}
-    probe = {name: getattr(d, "choices", [getattr(d, "low", None)])[0] for name, d in task.search_space.items()}
+    recipe = recipe_defaults(task.settings_cls, explicit)
+    base = {k: v for k, v in {**recipe, **space.fixed}.items() if k not in space.searched}
+    base = {**base, **explicit, "seed": args.seed}
+    probe = {name: getattr(d, "choices", [getattr(d, "low", None)])[0] for name, d in space.searched.items()}
     probe_settings = trial_settings(task, base, probe, output_dir / "trial_0000")  # refuses bad values before trials
     new_folders = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]
     try:
@@ -289,8 +279,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
                 folder.rmdir()
         raise
     check_measure(study, task, probe_settings)
+    check_same_space(study, space)
     code = run_workers(
-        args.n_workers, (args.task, args.storage, study_name, args.seed, args.n_trials, base, output_dir)
+        args.n_workers, (args.task, args.storage, study_name, args.seed, args.n_trials, base, output_dir, space)
     )
     print(summary(study, task, base, f"{args.task}.py"))
     if code:

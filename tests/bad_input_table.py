@@ -106,6 +106,7 @@ OTHER_CASES = [
     Case("sweep.py", ("classify", "--model", "small_cnn"), "--model"),
     Case("sweep.py", ("pong_gan",), "task"),
     Case("sweep.py", ("atari_gan", "--output-dir", "/proc/no-such-dir/sweep"), "--output-dir"),
+    Case("sweep.py", ("atari_gan", "--space", "no/such/space.yaml"), "--space"),
     Case("predict.py", ("no/such/run", "x.png"), "model"),
     Case("predict.py", ("no/such/run", "--top-k", "x"), "--top-k"),
     Case("predict.py", ("no/such/run", "x.png", "--top-k", "0"), "--top-k"),

@@ -191,7 +191,7 @@ def test_a_finished_run_resumed_again_reports_its_best_score_without_training(cl
     from runner.settings import make_settings
 
     settings = make_settings(
-        ClassifySettings, {**ClassifySettings.recipe({}), "max_epochs": 3, "output_dir": str(classified)}
+        ClassifySettings, {**ClassifySettings.recipe_defaults({}), "max_epochs": 3, "output_dir": str(classified)}
     )
     result = train(settings, find_checkpoint(classified))
     assert result.exit_code == 0 and result.epoch == 3

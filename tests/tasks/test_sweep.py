@@ -15,6 +15,7 @@ import tasks.sweep as sweep
 from conftest import REPO, hparams_tab, tree_digest
 from handlers.metrics_log import read_records
 from runner.errors import UserError
+from tasks.search_space import SearchSpace
 
 SWEEP = REPO / "scripts" / "sweep.py"
 TASK_FLAGS = ["--max-iters", "12", "--eval-every", "6", "--image-size", "16", "--fid-samples", "64"]
@@ -124,7 +125,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_not_complete(tmp_path, monkeypatch
     base = {"max_iters": 8, "eval_every": 4, "image_size": 16, "fid_samples": 64, "seed": 0}
     monkeypatch.setitem(task.search_space, "filters", optuna.distributions.CategoricalDistribution([4]))
     monkeypatch.setitem(task.search_space, "batch_size", optuna.distributions.CategoricalDistribution([4]))
-    assert sweep.run_trial(task, trial, base, tmp_path) is None
+    assert sweep.run_trial(task, trial, base, tmp_path, SearchSpace(task.search_space)) is None
     frozen = study.get_trials()[0]
     assert frozen.state == TrialState.PRUNED
     assert list(frozen.intermediate_values) == [4]
