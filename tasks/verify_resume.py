@@ -93,6 +93,8 @@ def checkpoint_schedule(
     at the default ``--checkpoint-every``) has nothing to resume from before it: unless the flags set it, the killed
     run checkpoints often enough to be killed ``kills`` times between checkpoints. How often a run checkpoints
     changes none of its numbers (which this check would show)."""
+    if "--checkpoint-every" in flags and not task_class.per_epoch:  # the run keeps only its newest checkpoints
+        return flags, int(flags[flags.index("--checkpoint-every") + 1])
     if task_class.per_epoch or "--checkpoint-every" in flags:
         saved = checkpoint_files(straight / "checkpoints")
         return flags, int(saved[0].stem.split("_")[1]) if saved else last

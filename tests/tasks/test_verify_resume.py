@@ -15,14 +15,28 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return exit_info.value.code, out, err
 
 
-def test_the_atari_gan_killed_and_resumed_is_exact(capsys, tmp_path):
-    code, out, err = run(
-        capsys, "atari_gan", *TINY_GAN, "--max-iters", "24", "--kills", "2", "--work-dir", str(tmp_path)
-    )
+# The stable recipe with every other technique on too: lazy R1, ADA's strength and the EMA warm-up span the kills.
+EVERY_TECHNIQUE = ["--recipe", "stable", "--d-norm", "spectral+batchnorm", "--r1-every", "3", "--ema-warmup", "20"]
+EVERY_TECHNIQUE += ["--augment", "translation,color,cutout", "--augment-p", "0", "--ada-target", "0.3"]
+EVERY_TECHNIQUE += ["--ada-speed", "100", "--eval-every", "8", "--collapse-factor", "1.05"]
+
+
+def test_the_atari_gan_with_every_technique_killed_and_resumed_is_exact(capsys, tmp_path):
+    flags = [*TINY_GAN, *EVERY_TECHNIQUE, "--max-iters", "24", "--checkpoint-every", "5"]
+    code, out, err = run(capsys, "atari_gan", *flags, "--kills", "2", "--work-dir", str(tmp_path))
     assert code == 0, err
     assert out.startswith("exact: ") and "after 2 kills" in out
-    assert err.count("  killed after iteration") == 2
+    killed_after = [int(line.split()[3].rstrip(";")) for line in err.splitlines() if "  killed after" in line]
+    assert len(killed_after) == 2 and all(5 < iteration < 24 for iteration in killed_after)
     assert (tmp_path / "killed" / "checkpoints").is_dir() and (tmp_path / "uninterrupted" / "config.json").exists()
+
+
+def test_kills_start_after_the_first_checkpoint_the_flags_ask_for_not_the_first_one_kept():
+    from tasks.atari_gan import AtariGan
+    from tasks.verify_resume import checkpoint_schedule
+
+    flags = ["--checkpoint-every", "7"]
+    assert checkpoint_schedule(flags, AtariGan, REPO / "no" / "run", 60, kills=3) == (flags, 7)
 
 
 def test_an_epoch_task_killed_inside_epochs_resumes_from_their_ends_exactly(capsys, tmp_path):
