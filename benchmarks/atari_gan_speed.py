@@ -2,6 +2,7 @@
 
     python benchmarks/atari_gan_speed.py --iters 150 --rounds 3
     python benchmarks/atari_gan_speed.py --runner-flags="--precision fp32 --no-channels-last"   # one switch's worth
+    python benchmarks/atari_gan_speed.py --versus-flags="--recipe stable" --no-plain-loop      # stable vs book
 
 Each round runs, as separate processes:
 
@@ -11,7 +12,12 @@ Each round runs, as separate processes:
    measures no quality, so the runner's end-of-run Atari-FID is left out to compare the same work
    (``--runner-flags`` adds flags; ``--runner-flags="--eval-every 1000"`` puts the evaluation back);
 3. ``bare step`` (with ``--overhead``): the runner's own process function, stream and models in a bare ``for``
-   loop, without Ignite's engine and handlers: the difference to 2 is the framework's cost.
+   loop, without Ignite's engine and handlers: the difference to 2 is the framework's cost;
+4. ``versus`` (with ``--versus-flags``): the runner again with other flags (``--recipe stable``), so that what they
+   cost per iteration is measured side by side with 2. Its ratio to 2 is also given over the mean of every steady
+   iteration: a technique that runs every k iterations (lazy R1) weighs in at its true share there.
+
+``--no-plain-loop`` leaves 1 out (it takes the longest) when only 2 and 4 are compared.
 
 Seconds per iteration in steady state are the median of 10-iteration means after ``--warmup`` iterations (the
 runner reports a rate per 10 iterations, so every contestant is measured the same way); whole-process wall time
@@ -422,6 +428,11 @@ def run_runner(iters: int, runner_flags: list[str], flops: int) -> tuple[float, 
     return seconds, per_iteration, flops
 
 
+def steady_mean(per_iteration: list[float], warmup: int) -> float:
+    """Mean seconds of every iteration after the warm-up."""
+    return statistics.mean(per_iteration[warmup:])
+
+
 def steady_seconds(per_iteration: list[float], warmup: int) -> float:
     """Median of the 10-iteration means after the warm-up."""
     blocks = [per_iteration[i : i + BLOCK] for i in range(warmup, len(per_iteration) - BLOCK + 1, BLOCK)]
@@ -435,6 +446,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="iterations left out of the steady state")
     parser.add_argument("--runner-flags", default="", help="extra flags for scripts/atari_gan.py (and the bare step)")
     parser.add_argument("--overhead", action="store_true", help="also time the bare step (the framework's cost)")
+    parser.add_argument("--versus-flags", default="", help="also time the runner with these flags (--recipe stable)")
+    parser.add_argument("--no-plain-loop", action="store_true", help="leave the chapter's loop out")
     parser.add_argument(
         "--handler-profile", action="store_true", help="also split one run's time with Ignite's HandlersTimeProfiler"
     )
@@ -458,8 +471,14 @@ def main() -> None:
         "plain loop": lambda n: run_worker("--plain-worker", n, []),
         "runner": lambda n: run_runner(n, runner_flags, runner_flops),
     }
+    if args.no_plain_loop:
+        del contestants["plain loop"]
     if args.overhead:
         contestants["bare step"] = lambda n: run_worker("--bare-worker", n, runner_flags)
+    if args.versus_flags:
+        versus_flags = [*runner_flags, *args.versus_flags.split()]
+        versus_flops, precision["versus"] = runner_step_flops(versus_flags)
+        contestants["versus"] = lambda n: run_runner(n, versus_flags, versus_flops)
     results = {name: [] for name in contestants}
     round_peaks = []
     for round_number in range(args.rounds):
@@ -469,13 +488,13 @@ def main() -> None:
         for name, run in contestants.items():
             seconds, per_iteration, flops = run(args.iters)
             steady = steady_seconds(per_iteration, args.warmup)
-            results[name].append((seconds, steady, flops))
+            results[name].append((seconds, steady, flops, steady_mean(per_iteration, args.warmup)))
             print(
                 f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process; "
                 f"{roofline(flops, steady, precision[name], peaks)}",
                 flush=True,
             )
-    medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1, 2)] for name, runs in results.items()}
+    medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1, 2, 3)] for name, runs in results.items()}
     peaks = {
         name: {"peak": statistics.median(p[name]["peak"] for p in round_peaks)} if round_peaks[0][name] else None
         for name in round_peaks[0]
@@ -483,12 +502,20 @@ def main() -> None:
     print(f"\n{args.iters} iterations, {args.rounds} rounds (medians), runner flags: {args.runner_flags or 'defaults'}")
     print(cpu_class_line(cpu))
     print(f"  {peak_line(peaks)}, median of the rounds")
-    for name, (seconds, steady, flops) in medians.items():
+    for name, (seconds, steady, flops, _) in medians.items():
         label = f"{name} ({precision[name]}):"
         print(f"  {label:20s}{steady:.4f} s/it steady, {seconds:.1f} s whole process; ", end="")
         print(roofline(flops, steady, precision[name], peaks))
-    plain, runner = medians["plain loop"], medians["runner"]
-    print(f"  speed-up:           {plain[1] / runner[1]:.2f}x steady, {plain[0] / runner[0]:.2f}x whole process")
+    runner = medians["runner"]
+    if "plain loop" in medians:
+        plain = medians["plain loop"]
+        print(f"  speed-up:           {plain[1] / runner[1]:.2f}x steady, {plain[0] / runner[0]:.2f}x whole process")
+    if "versus" in medians:
+        versus = medians["versus"]
+        print(
+            f"  versus / runner:    {versus[1] / runner[1]:.2f}x steady (median), {versus[3] / runner[3]:.2f}x steady "
+            f"(mean), {versus[0] / runner[0]:.2f}x whole process ({args.versus_flags})"
+        )
     if args.overhead:
         print(f"  framework:  {(runner[1] / medians['bare step'][1] - 1) * 100:+.1f} % (runner vs bare step, steady)")
     if args.handler_profile:

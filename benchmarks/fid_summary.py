@@ -1,10 +1,13 @@
-"""A GAN run's Atari-FID in figures: each generator's best, and its spread over the last third of the run.
+"""GAN runs' Atari-FID in figures: each generator's best, and its spread over the last third of the run.
 
     python benchmarks/fid_summary.py runs/atari_gan-<time> [--plot fid.png]
+    python benchmarks/fid_summary.py runs/stable-s0 runs/stable-s1 runs/book-s0 --keys fid_ema --plot fids.png
 
 Prints, for ``fid`` (G) and ``fid_ema`` (its moving average): the best value and its iteration, then over the
-evaluations of the last third of the iterations the min, max, mean and standard deviation; and one Markdown table
-row per evaluation, for docs/atari_gan.md. ``--plot`` draws both curves on one axis (log scale).
+evaluations of the last third of the iterations the min, max, mean and standard deviation, and the largest value
+there as a multiple of the best (a collapse shows in it); and one Markdown table row per evaluation, for
+docs/atari_gan.md. With several runs each line is prefixed by the run's folder name, and the table has a column per
+run and key. ``--plot`` draws every curve on one axis (log scale).
 """
 
 import argparse
@@ -13,48 +16,77 @@ from pathlib import Path
 
 from handlers.metrics_log import records_by_iteration
 
+KEYS = ("fid", "fid_ema")
+LABELS = {"fid": "G", "fid_ema": "moving average of G"}
+
+
+def evaluations(run_dir: Path) -> dict[int, dict]:
+    records = records_by_iteration(run_dir / "metrics.jsonl")
+    return {i: r for i, r in sorted(records.items()) if isinstance(r.get("fid"), int | float)}
+
+
+def summary_line(evaluated: dict[int, dict], key: str) -> str | None:
+    values = {i: r[key] for i, r in evaluated.items() if isinstance(r.get(key), int | float)}
+    if not values:
+        return None
+    best = min(values, key=values.get)
+    tail = [v for i, v in values.items() if i > max(evaluated) * 2 / 3]
+    return (
+        f"{key}: best {values[best]:.1f} at iteration {best}; last third ({len(tail)} evaluations): "
+        f"min {min(tail):.1f}, max {max(tail):.1f}, mean {statistics.mean(tail):.1f}, "
+        f"std {statistics.pstdev(tail):.1f}; max/best {max(tail) / values[best]:.2f}"
+    )
+
+
+def table(runs: dict[str, dict[int, dict]], keys: list[str]) -> list[str]:
+    several = len(runs) > 1
+    columns = [(name, key) for name in runs for key in keys]
+    header = [f"{name} {key}" if several else key for name, key in columns]
+    lines = ["| iteration | " + " | ".join(header) + " |", "| --- |" + " --- |" * len(columns)]
+    for iteration in sorted({i for evaluated in runs.values() for i in evaluated}):
+        cells = []
+        for name, key in columns:
+            value = runs[name].get(iteration, {}).get(key)
+            cells.append(f"{value:.1f}" if isinstance(value, int | float) else "–")
+        lines.append(f"| {iteration} | " + " | ".join(cells) + " |")
+    return lines
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--plot", type=Path, help="a PNG of both curves")
+    parser.add_argument("run_dirs", type=Path, nargs="+")
+    parser.add_argument("--keys", nargs="+", default=list(KEYS), choices=KEYS)
+    parser.add_argument("--plot", type=Path, help="a PNG of the curves")
     args = parser.parse_args()
-    records = records_by_iteration(args.run_dir / "metrics.jsonl")
-    evaluated = {i: r for i, r in sorted(records.items()) if isinstance(r.get("fid"), int | float)}
-    last = max(evaluated)
-    for key in ("fid", "fid_ema"):
-        values = {i: r[key] for i, r in evaluated.items() if isinstance(r.get(key), int | float)}
-        if not values:
-            continue
-        best = min(values, key=values.get)
-        tail = [v for i, v in values.items() if i > last * 2 / 3]
-        print(
-            f"{key}: best {values[best]:.1f} at iteration {best}; last third ({len(tail)} evaluations): "
-            f"min {min(tail):.1f}, max {max(tail):.1f}, mean {statistics.mean(tail):.1f}, "
-            f"std {statistics.pstdev(tail):.1f}"
-        )
+    runs = {run_dir.name: evaluations(run_dir) for run_dir in args.run_dirs}
+    for name, evaluated in runs.items():
+        for key in KEYS:
+            line = summary_line(evaluated, key)
+            if line is not None:
+                print(f"{name}: {line}" if len(runs) > 1 else line)
     if args.plot:
-        plot(evaluated, args.plot)
-    print("| iteration | fid | fid_ema |\n| --- | --- | --- |")
-    for iteration, record in evaluated.items():
-        print(f"| {iteration} | {record['fid']:.1f} | {record.get('fid_ema', float('nan')):.1f} |")
+        plot(runs, args.keys, args.plot)
+    print("\n".join(table(runs, args.keys)))
 
 
-def plot(evaluated: dict[int, dict], out: Path) -> None:
+def plot(runs: dict[str, dict[int, dict]], keys: list[str], out: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 4.5), dpi=100)
+    figure = Figure(figsize=(9, 5), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for key, label in (("fid", "G"), ("fid_ema", "moving average of G (decay 0.999)")):
-        points = [(i, r[key]) for i, r in evaluated.items() if isinstance(r.get(key), int | float)]
-        ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    for name, evaluated in runs.items():
+        for key in keys:
+            points = [(i, r[key]) for i, r in evaluated.items() if isinstance(r.get(key), int | float)]
+            label = f"{name}: {LABELS[key]}" if len(runs) > 1 else f"{LABELS[key]}"
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=2, linewidth=1.2, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("Atari-FID (lower is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(out)
 

@@ -19,8 +19,8 @@ from engines.gan import create_gan_trainer
 from runner.device import resolve_device, resolve_precision
 from runner.memory import keep_freed_memory
 from runner.rng import seed_everything
-from runner.settings import make_settings, parse_flags
-from tasks.gan import build_gan, gan_step_of
+from runner.settings import make_settings, parse_flags, recipe_defaults
+from tasks.gan import build_gan, gan_step_of, make_augment
 
 SWITCHES_OFF = [
     "",
@@ -35,7 +35,8 @@ SWITCHES_OFF = [
 
 def settings_of(flags: str):
     explicit = parse_flags(task.AtariGanSettings, ["--dev", "cpu", *flags.split()], prog="step_switches")
-    return make_settings(task.AtariGanSettings, {**explicit, "output_dir": "unused"})
+    recipe = recipe_defaults(task.AtariGanSettings, explicit)  # --recipe stable: its techniques, as a launch
+    return make_settings(task.AtariGanSettings, {**recipe, **explicit, "output_dir": "unused"})
 
 
 def make_step(flags: str):
@@ -45,7 +46,8 @@ def make_step(flags: str):
     seed_everything(settings.seed)
     gan = build_gan(settings, *task.make_networks(settings), device)
     step = gan_step_of(settings, resolve_precision(settings.precision, device))
-    trainer = create_gan_trainer(gan.generator, gan.discriminator, gan.gen_optimizer, gan.dis_optimizer, device, step)
+    networks, optimizers = (gan.generator, gan.discriminator), (gan.gen_optimizer, gan.dis_optimizer)
+    trainer = create_gan_trainer(*networks, *optimizers, device, step, augment=make_augment(settings))
     return trainer._process_function, SimpleNamespace(state=SimpleNamespace(iteration=0))
 
 

@@ -95,7 +95,10 @@ def test_the_fid_summary_gives_each_generators_best_and_late_spread(tmp_path):
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert out[0] == "fid: best 16.7 at iteration 6; last third (2 evaluations): min 16.7, max 20.0, mean 18.3, std 1.7"
+    assert out[0] == (
+        "fid: best 16.7 at iteration 6; last third (2 evaluations): min 16.7, max 20.0, mean 18.3, std 1.7; "
+        "max/best 1.20"
+    )
     assert out[1].startswith("fid_ema: best 9.3 at iteration 6;")
     assert out[-1] == "| 6 | 16.7 | 9.3 |" and (tmp_path / "f.png").stat().st_size > 0
 

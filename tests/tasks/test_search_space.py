@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 import tasks.sweep as sweep
+from conftest import REPO
 from handlers.metrics_log import read_records
 from runner.errors import UserError
 from tasks.atari_gan import AtariGanSettings
@@ -102,3 +103,9 @@ def test_a_flag_for_a_searched_setting_is_refused_but_one_the_space_leaves_out_i
         run_sweep(tmp_path, "--space", space, "--lr", "0.001")
     with pytest.raises(UserError, match="--max-iters 0"):  # --filters passes the sweep's check; --max-iters 0 not
         run_sweep(tmp_path, "--space", space, "--filters", "4", "--max-iters", "0")
+
+
+def test_the_readmes_example_space_reads_as_r1_weight_and_dis_lr():
+    space = read_space(str(REPO / "docs" / "spaces" / "r1_dis_lr.yaml"), AtariGanSettings)
+    assert set(space.searched) == {"r1_weight", "dis_lr"} and not space.fixed
+    assert all(distribution.log for distribution in space.searched.values())
