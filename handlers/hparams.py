@@ -18,8 +18,11 @@ No experiment record is written: TensorBoard then builds one from all the runs i
 several tasks shows the union of their hyperparameters.
 """
 
+import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -80,3 +83,31 @@ def write_outcome(writer: SummaryWriter, step: int, state: str, best: Mapping[st
             _plugin_summary(metadata.SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=end))
         )
     writer.flush()
+
+
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """What a run's event files say of how it went: its last ``outcome/state`` (None while no process has ended it:
+    running, or killed) and its wall time, the sum over its sessions (event files) of first to last event."""
+
+    state: str | None
+    wall_seconds: float
+
+
+def read_outcome(run_dir: Path) -> RecordedOutcome:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    names = {code: name for name, code in STATES.items()}
+    state, state_time, wall = None, -math.inf, 0.0
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        first = last = None
+        for event in EventFileLoader(str(path)).Load():
+            first = event.wall_time if first is None else first
+            last = event.wall_time
+            for value in event.summary.value:
+                if value.tag == STATE_TAG and event.wall_time >= state_time:
+                    number = value.simple_value if value.HasField("simple_value") else make_ndarray(value.tensor)
+                    state, state_time = names.get(int(number)), event.wall_time
+        wall += (last - first) if first is not None else 0.0
+    return RecordedOutcome(state, wall)

@@ -89,6 +89,10 @@ TASKS: dict[str, TaskCommand] = {
         "build or show the frame classifier behind the Atari GAN's quality metric (Atari-FID)",
         _tool("tasks.atari_fid:BuildSettings", "tasks.atari_fid:build"),
     ),
+    "compare": TaskCommand(
+        "one HTML page comparing runs or sweeps: settings that differ, outcomes, curves, frames side by side",
+        _exit_code_main("tasks.compare:main"),
+    ),
     "plot": TaskCommand(
         "PNG plots of losses, quality and throughput from run or sweep directories (several overlaid)",
         _exit_code_main("tasks.plot:main"),

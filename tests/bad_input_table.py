@@ -128,6 +128,8 @@ OTHER_CASES = [
     Case("char_rnn.py generate", ("--config", "no/such.yaml"), "--config"),
     Case("plot.py", ("no/such/run",), "no/such/run"),
     Case("plot.py", ("faces",), "faces"),
+    Case("compare.py", ("no/such/run",), "no/such/run"),
+    Case("compare.py", ("faces",), "faces"),
 ]
 
 
