@@ -14,11 +14,7 @@ from tasks.search_space import read_space
 
 TINY_TRIALS = ["--max-iters", "4", "--eval-every", "2", "--image-size", "16", "--fid-samples", "64"]
 TINY_TRIALS += ["--latent-size", "8", "--log-every", "2"]
-R1_AND_DIS_LR = {
-    "r1_weight": {"low": 0.01, "high": 10, "log": True},
-    "dis_lr": {"low": 1e-4, "high": 1e-3, "log": True},
-    "batch_size": 4,
-}
+NARROW_LR_AND_BETA1 = {"lr": {"low": 2e-4, "high": 5e-4, "log": True}, "beta1": {"low": 0.1, "high": 0.6}}
 
 
 def space_file(tmp_path, space, name="space.yaml"):
@@ -40,20 +36,36 @@ def test_print_space_writes_the_default_space_as_a_file_that_reads_back_the_same
 
 
 def test_a_written_space_searches_only_its_settings_and_others_are_normal_flags(tmp_path):
-    space = space_file(tmp_path, R1_AND_DIS_LR)
-    assert run_sweep(tmp_path, "--space", space, "--recipe", "stable", "--filters", "4", *TINY_TRIALS) == 0
+    """The issue's acceptance: lr narrowed and beta1 searched, --filters and --batch-size given as flags."""
+    space = space_file(tmp_path, NARROW_LR_AND_BETA1)
+    flags = ["--filters", "4", "--batch-size", "4", "--recipe", "stable"]
+    assert (
+        sweep.main(
+            [
+                "atari_gan",
+                "--n-trials",
+                "3",
+                "--output-dir",
+                str(tmp_path / "S"),
+                "--space",
+                space,
+                *flags,
+                *TINY_TRIALS,
+            ]
+        )
+        == 0
+    )
     study = sweep.optuna.load_study(study_name="atari_gan", storage=f"sqlite:///{tmp_path / 'S' / 'study.db'}")
     trials = study.get_trials()
-    assert len(trials) == 2 and all(set(t.params) == {"r1_weight", "dis_lr"} for t in trials)
+    assert len(trials) == 3 and all(set(t.params) == {"lr", "beta1"} for t in trials)
     for trial in trials:
+        assert 2e-4 <= trial.params["lr"] <= 5e-4 and 0.1 <= trial.params["beta1"] <= 0.6
         run = tmp_path / "S" / f"trial_{trial.number:04d}"
         config = yaml.safe_load((run / "config.json").read_text())
-        assert (config["filters"], config["batch_size"]) == (4, 4)  # a flag, the file's fixed value
+        assert (config["filters"], config["batch_size"]) == (4, 4)  # the flags'
         assert config["loss"] == RECIPES["stable"]["loss"]  # --recipe stable's
-        assert config["r1_weight"] == pytest.approx(trial.params["r1_weight"])
-        assert any(
-            "r1" in record for record in read_records(tmp_path / "S" / f"trial_{trial.number:04d}" / "metrics.jsonl")
-        )
+        assert config["lr"] == pytest.approx(trial.params["lr"])
+        assert any("r1" in record for record in read_records(run / "metrics.jsonl"))
 
 
 def test_a_study_continued_with_another_space_is_refused(tmp_path):
