@@ -157,7 +157,11 @@ def duration(seconds: float) -> str:
 
 def best_cell(run: Run) -> str:
     best = run.best()
-    return "–" if best is None else f"{best[0]} {best[1]:.4g} (iteration {best[2]})"
+    if best is None:
+        return "–"
+    key, value, iteration = best
+    epoch = run.records[iteration].get("epoch") if "max_epochs" in run.config else None
+    return f"{key} {value:.4g} ({f'epoch {epoch}' if epoch else f'iteration {iteration}'})"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -220,6 +224,8 @@ def sweep_section(sweep: Path, trials: Sequence[Run]) -> str:
 def frames_section(runs: Sequence[Run], out: Path) -> str:
     """Every iteration two or more runs sampled: their sheets side by side (copied beside the page)."""
     sheets = [run.sheets() for run in runs]
+    if not any(sheets):
+        return ""  # a task without sample sheets: no such section
     shared = sorted(i for i in {i for s in sheets for i in s} if sum(i in s for s in sheets) >= 2)
     if not shared:
         return "<h2>Frames at the same iteration</h2><p>No iteration was sampled by two runs.</p>"
