@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from handlers.images import image_grid, save_image_atomically, save_png_atomically
 from handlers.plots import figure_pixels, new_figure
 from runner.errors import say
-from runner.files import DamagedFile, save_atomically, verify_torch_file
+from runner.files import DamagedFile, read_own_torch_file, save_atomically
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,10 +102,10 @@ class CodeFigures:
         if not all(path.exists() for path in figures) or not (run_path / "codes.pt").exists():
             return False
         try:
-            verify_torch_file(run_path / "codes.pt")
+            record = read_own_torch_file(run_path / "codes.pt")
         except DamagedFile:
             return False  # written again
-        return torch.load(run_path / "codes.pt", weights_only=True).get("iteration") == iteration
+        return isinstance(record, dict) and record.get("iteration") == iteration
 
     def write(
         self, model: nn.Module, run_path: Path, iteration: int, writer: SummaryWriter, device: torch.device

@@ -112,6 +112,23 @@ def verify_torch_file(path: str | Path) -> None:
         raise DamagedFile(f"{path} is damaged: the bytes of its entry {damaged} changed after it was written")
 
 
+def read_own_torch_file(path: str | Path) -> Any:
+    """A torch file this project wrote for itself (a cache, a run's companion file), checked and read safely. Whatever
+    is wrong with it is one ``DamagedFile`` naming the path and the reason: truncated or no zip archive (torch has
+    written zip archives since 1.6), a byte changed since it was written, or contents ``torch.load`` cannot read."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise DamagedFile(f"{path} is damaged (truncated, or not a torch file)")
+    try:
+        verify_torch_file(path)
+    except DamagedFile:
+        raise DamagedFile(f"{path} is damaged (its bytes changed after it was written)") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a parser of damaged bytes fails in many ways, all one fault
+        raise DamagedFile(f"{path} is damaged ({type(error).__name__}: torch cannot read it)") from None
+
+
 def load_torch_file(path: str | Path, what: str, shown: str | None = None, hint: str = "") -> Any:
     """A torch file checked (``verify_torch_file``) and read safely (``weights_only``, onto the CPU). A file that
     cannot be read is one ``UserError``: ``<shown or path>: not a readable <what> (<error type>)<hint>``."""

@@ -26,7 +26,7 @@ from datasets import cache_dir
 from datasets.atari import TWELVE_GAMES, labelled_frames
 from models.dcgan import stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
-from runner.files import DamagedFile, save_atomically, verify_torch_file
+from runner.files import DamagedFile, read_own_torch_file, save_atomically
 from runner.settings import setting
 
 FID_VERSION = "atari-fid-v1"
@@ -63,33 +63,31 @@ def train_frame_classifier(image_size: int) -> tuple[FrameClassifier, float]:
     return model, correct / len(valid_y)
 
 
-def intact(path: Path) -> bool:
-    try:
-        verify_torch_file(path)
-    except DamagedFile:
-        return False
-    return True
-
-
 def load_frame_classifier(
     image_size: int, say: Callable[[str], None] = print
 ) -> tuple[FrameClassifier, dict[str, Any]]:
-    """The cached classifier for ``image_size``, trained first if there is none, if the cached one is damaged or
-    was made by another recipe (one process trains, others wait). Its info names it: ``fid_classifier``."""
+    """The cached classifier for ``image_size``, trained first if there is none, or if the cached one is damaged in
+    any way or was made by another recipe (one process trains, others wait). Its info names it: ``fid_classifier``."""
     stride2_stages(image_size)  # a size the models cannot take fails here, before any work
     path = extractor_path(image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        record = usable_cache(path, image_size, say)
-        if record is None:
+        cached = usable_cache(path, image_size, say)
+        if cached is None:
             record = build_frame_classifier(path, image_size, say)
-    with torch.random.fork_rng(devices=[]):  # a module's initial weights draw from the RNG the caller trains with
-        model = FrameClassifier(image_size, n_classes=len(record["games"]))
-    model.load_state_dict(record["model"])
+            cached = classifier_from(record), record
+    model, record = cached
     info = {key: value for key, value in record.items() if key != "model"}
     info["fid_classifier"] = classifier_name(record)
     return model.eval(), info
+
+
+def classifier_from(record: dict[str, Any]) -> FrameClassifier:
+    with torch.random.fork_rng(devices=[]):  # a module's initial weights draw from the RNG the caller trains with
+        model = FrameClassifier(record["image_size"], n_classes=len(record["games"]))
+    model.load_state_dict(record["model"])
+    return model
 
 
 def recipe_record(image_size: int) -> dict[str, Any]:
@@ -97,18 +95,25 @@ def recipe_record(image_size: int) -> dict[str, Any]:
     return {"version": FID_VERSION, "image_size": image_size, "games": list(FID_GAMES), "recipe": dict(RECIPE)}
 
 
-def usable_cache(path: Path, image_size: int, say: Callable[[str], None]) -> dict[str, Any] | None:
-    """The cached record at ``path``, read once; None if there is none, or if it cannot be used (said why)."""
+def usable_cache(path: Path, image_size: int, say: Callable[[str], None]) -> tuple[FrameClassifier, dict] | None:
+    """The cached classifier at ``path`` and its record, read once; None if there is none, or if it cannot be used
+    (said why): damaged in any way, made by another recipe, or holding no classifier of this version."""
     if not path.exists():
         return None
-    if intact(path):
-        record = torch.load(path, map_location="cpu", weights_only=True)
-        if {key: record.get(key) for key in recipe_record(image_size)} == recipe_record(image_size):
-            return record
+    try:
+        record = read_own_torch_file(path)
+    except DamagedFile as damaged:
+        say(f"{damaged}: it is made again")
+        return None
+    wanted = recipe_record(image_size)
+    if not isinstance(record, dict) or {key: record.get(key) for key in wanted} != wanted:
         say(f"{path} was made by another recipe than this version's: it is made again")
-    else:
-        say(f"{path} is damaged (its bytes changed after it was written): it is made again")
-    return None
+        return None
+    try:
+        return classifier_from(record), record
+    except (KeyError, TypeError, RuntimeError) as error:
+        say(f"{path} holds no classifier of this version ({type(error).__name__}): it is made again")
+        return None
 
 
 def build_frame_classifier(path: Path, image_size: int, say: Callable[[str], None]) -> dict[str, Any]:

@@ -102,17 +102,45 @@ def test_training_the_classifier_is_deterministic_and_leaves_the_callers_rng_alo
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_a_damaged_cached_classifier_is_said_and_made_again(monkeypatch, tmp_path):
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def not_a_zip(path):
+    path.write_bytes(b"not a torch file at all")
+
+
+def wrong_contents(path):
+    torch.save(["a list", "of strings"], path)
+
+
+def wrong_weights(path):
+    record = torch.load(path, weights_only=True)
+    torch.save({**record, "model": {"embed.1.weight": torch.zeros(2, 2)}}, path)
+
+
+DAMAGES = {
+    "changed bytes": (damage_tensor_data, "is damaged (its bytes changed after it was written)"),
+    "truncated": (truncate, "is damaged (truncated, or not a torch file)"),
+    "not a zip": (not_a_zip, "is damaged (truncated, or not a torch file)"),
+    "wrong contents": (wrong_contents, "was made by another recipe than this version's"),
+    "wrong weights": (wrong_weights, "holds no classifier of this version (RuntimeError)"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_cached_classifier_is_said_and_made_again(damage, monkeypatch, tmp_path):
     monkeypatch.setenv("IGNITE_BOOK_CACHE", str(tmp_path))
     for key, value in {"train_per_game": 8, "valid_per_game": 4, "epochs": 1}.items():
         monkeypatch.setitem(atari_fid.RECIPE, key, value)
     said: list[str] = []
     atari_fid.load_frame_classifier(8, say=said.append)
     path = atari_fid.extractor_path(8)
-    damage_tensor_data(path)
+    damaging, reason = DAMAGES[damage]
+    damaging(path)
     said.clear()
     _, info = atari_fid.load_frame_classifier(8, say=said.append)
-    assert said[0] == f"{path} is damaged (its bytes changed after it was written): it is made again"
+    assert said[0] == f"{path} {reason}: it is made again"
     assert said[-1].startswith("Atari-FID classifier: validation accuracy")
     verify_torch_file(path)  # whole again
 

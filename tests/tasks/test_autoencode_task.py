@@ -132,10 +132,15 @@ def test_a_finished_run_resumed_again_writes_only_its_missing_end_outputs(traine
     assert (copy / "codes.pt").stat().st_mtime_ns != kept  # rewritten once, by the first resume only
 
 
-def test_a_finished_run_with_a_damaged_codes_file_writes_it_again(trained, tmp_path):
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [damage_tensor_data, truncate], ids=["changed bytes", "truncated"])
+def test_a_finished_run_with_a_damaged_codes_file_writes_it_again(damage, trained, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(trained, copy)
-    damage_tensor_data(copy / "codes.pt")
+    damage(copy / "codes.pt")
     assert train(settings_for(copy), find_checkpoint(copy)).exit_code == 0
     verify_torch_file(copy / "codes.pt")
     assert torch.equal(torch.load(copy / "codes.pt")["codes"], torch.load(trained / "codes.pt")["codes"])
