@@ -77,3 +77,18 @@ def test_a_mistake_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     code, out, err = run(capsys, *argv, "--work-dir", str(tmp_path / "w"))
     assert code == 2
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_a_run_that_ends_before_a_kill_tested_nothing_and_says_so(capsys, tmp_path):
+    code, out, err = run(capsys, "atari_gan", *TINY_GAN, "--max-iters", "2", "--work-dir", str(tmp_path))
+    assert code == 2 and not out.startswith("exact")
+    assert "the run ended before a kill, so no resume was tested: use a larger --max-iters" in err
+
+
+def test_a_record_missing_on_one_side_is_a_difference_on_cuda_too(tmp_path, capsys):
+    from tasks.verify_resume import Outcome, report
+
+    missing = Outcome(1, [5], (7, "fid", 12.5, "(missing)"), 40)
+    assert report(missing, on_cuda=True, work_dir=tmp_path) == 1
+    assert "differs: iteration 7, fid: uninterrupted 12.5, resumed (missing)" in capsys.readouterr().out
+
