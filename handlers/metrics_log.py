@@ -32,7 +32,8 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Appends ``{"iteration", <process output>, <engine metrics>}`` every ``every`` iterations."""
+    """Appends ``{"iteration", <process output>, <engine metrics>}`` every ``every`` iterations and at the run's last
+    iteration."""
 
     def __init__(self, path: Path, every: int):
         self.path = Path(path)
@@ -40,7 +41,13 @@ class MetricsLog:
 
     def attach(self, engine: Engine) -> "MetricsLog":
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.log_iteration)
+        # The last iteration too, whatever ``every`` is: a run shorter than it still leaves its numbers (and plots).
+        engine.add_event_handler(Events.COMPLETED, self.log_last_iteration)
         return self
+
+    def log_last_iteration(self, engine: Engine) -> None:
+        if engine.state.iteration % self.every and engine.state.output is not None:
+            self.log_iteration(engine)
 
     def log_iteration(self, engine: Engine) -> None:
         output = engine.state.output if isinstance(engine.state.output, dict) else {"output": engine.state.output}

@@ -20,7 +20,12 @@ class Throughput:
     def attach(self, engine: Engine) -> "Throughput":
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self._measure)
+        engine.add_event_handler(Events.COMPLETED, self._measure_last)  # the last, shorter interval (MetricsLog's)
         return self
+
+    def _measure_last(self, engine: Engine) -> None:
+        if engine.state.iteration % self.every:
+            self._measure(engine)
 
     def _start(self, engine: Engine) -> None:
         self.timer.reset()

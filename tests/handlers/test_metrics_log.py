@@ -23,7 +23,7 @@ def loss_engine() -> Engine:
     return Engine(lambda engine, batch: {"loss": float(batch)})
 
 
-def test_writes_one_line_per_every_iterations_with_output_and_metrics(tmp_path):
+def test_writes_one_line_per_every_iterations_and_one_at_the_last_with_output_and_metrics(tmp_path):
     path = tmp_path / "metrics.jsonl"
     engine = loss_engine()
 
@@ -38,8 +38,22 @@ def test_writes_one_line_per_every_iterations_with_output_and_metrics(tmp_path):
     assert [strict_json(line) for line in lines] == [
         {"iteration": 2, "loss": 2.0, "double": 4.0},
         {"iteration": 4, "loss": 4.0, "double": 8.0},
+        {"iteration": 5, "loss": 5.0, "double": 10.0},  # the run's last, off the schedule
     ]
     assert path.read_text().endswith("\n")
+
+
+def test_a_run_shorter_than_every_still_writes_its_last_record_once(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    engine = loss_engine()
+    MetricsLog(path, every=100).attach(engine)
+    engine.run([1.0, 2.0, 3.0], max_epochs=1)
+    assert [record["iteration"] for record in read_records(path)] == [3]
+    on_schedule = tmp_path / "on_schedule.jsonl"
+    engine = loss_engine()
+    MetricsLog(on_schedule, every=3).attach(engine)
+    engine.run([1.0, 2.0, 3.0], max_epochs=1)
+    assert [record["iteration"] for record in read_records(on_schedule)] == [3]  # logged once, not twice
 
 
 def test_a_non_dict_output_is_logged_as_output(tmp_path):

@@ -53,14 +53,16 @@ def test_every_interval_gets_its_own_measurement():
         assert rate["samples_per_sec"] == pytest.approx(rate["iters_per_sec"] * 4)
 
 
-def test_no_rate_before_the_first_interval_completes():
+def test_no_rate_before_the_first_interval_completes_and_the_last_short_one_is_measured_at_the_end():
     engine = Engine(slow_step)
     Throughput(every=5, batch_size=4).attach(engine)
+    during = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: during.append("iters_per_sec" in e.state.metrics))
 
     engine.run([1.0] * 3, max_epochs=1)
 
-    assert "iters_per_sec" not in engine.state.metrics
-    assert "samples_per_sec" not in engine.state.metrics
+    assert during == [False, False, False]
+    assert 0 < engine.state.metrics["iters_per_sec"] < 1000  # the run's 3 iterations, measured when it ended
 
 
 def test_a_resumed_run_counts_only_the_iterations_it_ran():

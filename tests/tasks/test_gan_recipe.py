@@ -148,3 +148,11 @@ def test_a_run_without_the_watch_resumes_with_it_on(straight, tiny_settings, tmp
     resumed = tiny_settings(run, max_iters=10, eval_every=5, collapse_factor=3.0)
     assert task.train(resumed, find_checkpoint(run)).exit_code == 0
     assert "collapse_watch" in load_checkpoint(run / "checkpoints" / "checkpoint_10.pt")
+
+
+def test_a_run_shorter_than_log_every_writes_its_last_record_and_draws_its_plots(tiny_settings, tmp_path):
+    run = tmp_path / "short"
+    assert task.train(tiny_settings(run, max_iters=5, log_every=100)).exit_code == 0
+    (record,) = read_records(run / "metrics.jsonl")
+    assert record["iteration"] == 5 and "loss_gen" in record and record["iters_per_sec"] > 0
+    assert (run / "plots" / "losses.png").exists()

@@ -91,4 +91,3 @@ def test_a_record_missing_on_one_side_is_a_difference_on_cuda_too(tmp_path, caps
     missing = Outcome(1, [5], (7, "fid", 12.5, "(missing)"), 40)
     assert report(missing, on_cuda=True, work_dir=tmp_path) == 1
     assert "differs: iteration 7, fid: uninterrupted 12.5, resumed (missing)" in capsys.readouterr().out
-
