@@ -30,6 +30,7 @@ from handlers.images import image_grid, save_image_atomically, save_png_atomical
 from handlers.plots import figure_pixels, new_figure
 from runner.errors import say
 from runner.files import DamagedFile, read_own_torch_file, save_atomically
+from runner.rundir import RunLayout
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -98,7 +99,7 @@ class CodeFigures:
 
     @staticmethod
     def written(run_path: Path, iteration: int) -> bool:
-        figures = [run_path / "samples" / f"{name}_{iteration:07d}.png" for name in ("random_codes", "tsne")]
+        figures = [RunLayout(run_path).samples / f"{name}_{iteration:07d}.png" for name in ("random_codes", "tsne")]
         if not all(path.exists() for path in figures) or not (run_path / "codes.pt").exists():
             return False
         try:
@@ -117,7 +118,7 @@ class CodeFigures:
         shown = min(self.embed_points, len(encoded["codes"]))
         codes, labels = encoded["codes"][:shown], encoded["labels"][:shown]
         self.write_projector(codes, labels, run_path, iteration, writer)
-        samples = run_path / "samples"
+        samples = RunLayout(run_path).samples
         samples.mkdir(parents=True, exist_ok=True)
         random_grid = image_grid(decode_random_codes(model, RANDOM_CODES, self.seed, device))
         save_png_atomically(random_grid, samples / f"random_codes_{iteration:07d}.png")

@@ -31,6 +31,7 @@ from handlers.images import save_image_atomically
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.errors import UserError
 from runner.files import reported_write
+from runner.rundir import RunLayout
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -66,7 +67,7 @@ def finite(value: Any) -> float | None:
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     try:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = json.loads(RunLayout(run_dir).config.read_text())
     except (OSError, ValueError):
         return {}  # a run without a readable config is drawn against iterations
     return config if isinstance(config, dict) else {}
@@ -74,7 +75,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def load_run(run_dir: Path, name: str | None = None) -> RunMetrics:
     """What ``run_dir`` logged; none, for a run without ``metrics.jsonl`` or with an empty one."""
-    metrics = Path(run_dir) / "metrics.jsonl"
+    metrics = RunLayout(Path(run_dir)).metrics
     records = [record for _, record in sorted(records_by_iteration(metrics).items())]
     marks = [finite(record.get("resumed_from")) for record in read_records(metrics)]
     resumed_at = [int(mark) for mark in marks if mark is not None]
@@ -90,7 +91,7 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise UserError(f"{path}: no such directory")
-        if (path / "metrics.jsonl").is_file():
+        if RunLayout(path).metrics.is_file():
             runs[path] = None
             continue
         trials = sorted(metrics.parent for metrics in path.glob("trial_*/metrics.jsonl"))
@@ -315,4 +316,4 @@ def write_plots(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
 
 def write_run_plots(run_dir: Path) -> list[Path]:
     """One run's plots in ``<run_dir>/plots/``, for the end of a run; none (and no folder) while nothing is logged."""
-    return write_figures([load_run(Path(run_dir))], Path(run_dir) / "plots")
+    return write_figures([load_run(Path(run_dir))], RunLayout(Path(run_dir)).plots)

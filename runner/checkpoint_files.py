@@ -20,6 +20,7 @@ import torch
 
 from runner.errors import UserError
 from runner.files import verify_torch_file
+from runner.rundir import CHECKPOINTS
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 
@@ -88,7 +89,7 @@ def find_checkpoint(path: str | Path, flag: str = "--resume") -> ResumePoint:
         raise UserError(f"{flag} {path}: no such file or directory")
     if path.is_file():
         return ResumePoint(path, load_checkpoint(path))
-    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    directory = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
     files = checkpoint_files(directory)
     if not files:
         raise UserError(f"{flag} {path}: no checkpoint_<iteration>.pt files in {directory}")
@@ -103,5 +104,5 @@ def find_checkpoint(path: str | Path, flag: str = "--resume") -> ResumePoint:
 def run_dir_of_checkpoint(path: Path) -> Path:
     """The run directory a checkpoint file or run directory belongs to."""
     if path.is_dir():
-        return path.parent if path.name == "checkpoints" else path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return path.parent if path.name == CHECKPOINTS else path
+    return path.parent.parent if path.parent.name == CHECKPOINTS else path.parent

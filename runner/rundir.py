@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from runner.errors import UserError
 from runner.files import TEMPORARY_SUFFIX, write_atomically
 
+CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints (runner.checkpoint_files finds them by it)
 _held_locks: set[int] = set()  # this process's run-directory lock descriptors
 
 
@@ -36,6 +38,44 @@ def _drop_inherited_locks() -> None:
 os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each file of a run directory lives: the one place that names them. A reader of a finished run (plots,
+    compare, verify_resume) uses it as it is; ``RunDirectory`` is the same layout, opened and locked for writing.
+
+        RunLayout(Path("runs/gan")).metrics   # runs/gan/metrics.jsonl
+    """
+
+    path: Path
+
+    @property
+    def config(self) -> Path:  # the settings, written first
+        return self.path / "config.json"
+
+    @property
+    def metrics(self) -> Path:  # one JSON record per logged iteration or evaluation
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def samples(self) -> Path:  # sample sheets, <tag>_<iteration>.png
+        return self.path / "samples"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
+    def holds_run(self) -> bool:
+        return self.config.exists() or self.metrics.exists() or self.checkpoints.exists()
+
+
 def default_output_dir(task: str) -> str:
     return str(Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}")
 
@@ -47,10 +87,9 @@ def write_json_atomically(path: Path, data: Any) -> None:
 class RunDirectory:
     def __init__(self, path: Path, lock_fd: int):
         self.path = path
-        self.config_path = path / "config.json"
-        self.metrics_path = path / "metrics.jsonl"
-        self.checkpoints = path / "checkpoints"
-        self.samples = path / "samples"
+        self.layout = layout = RunLayout(path)
+        self.config_path, self.metrics_path = layout.config, layout.metrics
+        self.checkpoints, self.samples = layout.checkpoints, layout.samples
         self._lock_fd = lock_fd
 
     @classmethod
@@ -92,11 +131,11 @@ class RunDirectory:
         return fd
 
     def holds_run(self) -> bool:
-        return self.config_path.exists() or self.metrics_path.exists() or self.checkpoints.exists()
+        return self.layout.holds_run()
 
     def _remove_partial_writes(self) -> None:
         """Temp files of atomic writes that a killed process never renamed (we hold the lock: nobody else writes)."""
-        folders = (self.path, self.checkpoints, self.samples, self.path / "export", self.path / "plots")
+        folders = (self.path, self.checkpoints, self.samples, self.layout.export, self.layout.plots)
         patterns = [(folder, "*" + TEMPORARY_SUFFIX) for folder in folders]
         patterns.append((self.checkpoints, "tmp*"))  # ignite's own DiskSaver names them so (older runs)
         for folder, pattern in patterns:

@@ -16,8 +16,8 @@ no network. It holds:
 - **curves**: the runs' losses, quality metrics and speed overlaid (``handlers.plots``);
 - for each **sweep** directory, its trials ranked by their value, with the settings they differ in and their states.
 
-A short summary goes to the terminal. A path that is no run or sweep, or runs of different tasks, is one line, and
-nothing is written. ``--out`` takes a new folder, or one holding an earlier page, which is replaced.
+A summary goes to the terminal. A path that is no run or sweep, or runs of different tasks, is one line and nothing
+is written; ``--out`` takes a new folder, or one holding an earlier page (replaced).
 """
 
 import argparse
@@ -35,6 +35,7 @@ from handlers.plots import find_runs, read_config, run_labels, write_plots
 from runner.cli import command_line
 from runner.errors import UserError
 from runner.files import write_atomically
+from runner.rundir import RunLayout
 from runner.settings import OneLineParser, flag_name
 
 # The score a run is judged by, the first one found: (record key, higher is better).
@@ -75,7 +76,7 @@ class Run:
         """Iteration -> tag -> sheet, for the tags worth comparing."""
         found: dict[int, dict[str, Path]] = {}
         for tag in SHEET_TAGS:
-            for path in (self.path / "samples").glob(f"{tag}_[0-9]*.png"):
+            for path in RunLayout(self.path).samples.glob(f"{tag}_[0-9]*.png"):
                 found.setdefault(int(path.stem.rsplit("_", 1)[1]), {})[tag] = path
         return found
 
@@ -117,7 +118,7 @@ def load_run(path: Path, name: str) -> Run:
     if not config:
         raise UserError(f"{path}: no readable config.json: not a run directory")
     outcome = read_outcome(path)
-    records = records_by_iteration(path / "metrics.jsonl")
+    records = records_by_iteration(RunLayout(path).metrics)
     state = outcome.state or "running or killed"  # no process ended it yet
     task, settings = task_of(config, path)
     return Run(path, name, task, settings, records, state, outcome.wall_seconds)
@@ -132,7 +133,7 @@ def collect(paths: Sequence[Path]) -> tuple[list[Run], dict[Path, list[Run]]]:
         shown = ", ".join(f"{run.name} ({run.task})" for run in runs)
         raise UserError(f"runs of different tasks cannot be compared: {shown}")
     sweeps = {Path(p): [run for run in runs if run.path.parent == Path(p)] for p in paths}
-    return runs, {path: trials for path, trials in sweeps.items() if trials and not (path / "metrics.jsonl").exists()}
+    return runs, {path: trials for path, trials in sweeps.items() if trials and not RunLayout(path).metrics.exists()}
 
 
 def differing(runs: Sequence[Run]) -> tuple[dict[str, list[Any]], dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from handlers.plots import find_runs, write_plots
 from runner.errors import UserError
+from runner.rundir import RunLayout
 from runner.settings import OneLineParser
 
 
@@ -24,7 +25,7 @@ def default_out(paths: Sequence[Path]) -> Path:
     """``<dir>/plots`` for one run or sweep directory; several directories have no folder of their own to take."""
     if len(paths) > 1:
         raise UserError(f"{len(paths)} directories: give --out DIR for the plots that overlay them")
-    return paths[0] / "plots"
+    return RunLayout(paths[0]).plots
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "plot.py") -> int:

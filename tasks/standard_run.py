@@ -43,7 +43,7 @@ from runner.device import resolve_device
 from runner.distributed import is_main_process, open_run_directory, rank_device, rank_seed, world_size
 from runner.errors import say
 from runner.rng import seed_everything
-from runner.rundir import RunDirectory
+from runner.rundir import RunDirectory, RunLayout
 from runner.settings import settings_dict
 from tasks.parts import Attached, AttachToEvaluator, Parts, RunContext, RunResult, Scoring
 
@@ -177,7 +177,7 @@ class StandardRun:
             say(f"nothing to do: {resume.path} is at {where}; raise {task.limit_flag()} to train further")
         task.finished_already(resume, device)
         # A finished run still has its result: a sweep that adopts it after a kill needs its best score.
-        best = task.scoring.best_recorded(resume.run_dir / "metrics.jsonl") if task.scoring else None
+        best = task.scoring.best_recorded(RunLayout(resume.run_dir).metrics) if task.scoring else None
         return RunResult(0, resume.iteration, resume.epoch, best)
 
     def train_in(self, run: RunDirectory, data: Any, device: torch.device) -> RunResult:

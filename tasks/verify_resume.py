@@ -27,6 +27,7 @@ from typing import Any
 from handlers.metrics_log import records_by_iteration
 from runner.checkpoint_files import checkpoint_files
 from runner.errors import UserError, exit_cleanly, say
+from runner.rundir import RunLayout
 from runner.settings import OneLineParser
 from tasks.atari_gan import AtariGan
 from tasks.autoencode import Autoencode
@@ -98,7 +99,7 @@ def checkpoint_schedule(
     if "--checkpoint-every" in flags and not task_class.per_epoch:  # the run keeps only its newest checkpoints
         return flags, int(flags[flags.index("--checkpoint-every") + 1])
     if task_class.per_epoch or "--checkpoint-every" in flags:
-        saved = checkpoint_files(straight / "checkpoints")
+        saved = checkpoint_files(RunLayout(straight).checkpoints)
         return flags, int(saved[0].stem.split("_")[1]) if saved else last
     every = max(1, last // (kills + 2))
     return [*flags, "--checkpoint-every", str(every)], every
@@ -150,7 +151,7 @@ def killed_run(
     delivered, command = [], launch
     for moment in moments:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if not kill_at(process, run_dir / "metrics.jsonl", moment, rng):
+        if not kill_at(process, RunLayout(run_dir).metrics, moment, rng):
             if process.returncode != 0:
                 raise TaskFailed(process.stderr.read(), process.returncode)
             return delivered  # it finished before the moment came
@@ -199,7 +200,7 @@ def verify(
     straight, killed = work_dir / "uninterrupted", work_dir / "killed"
     say(f"uninterrupted run: {straight}")
     run_to_the_end(launch_command(start, sub_command, [*flags, "--output-dir", str(straight)]))
-    last = max(records_by_iteration(straight / "metrics.jsonl"), default=0)
+    last = max(records_by_iteration(RunLayout(straight).metrics), default=0)
     killed_flags, first_checkpoint = checkpoint_schedule(flags, task_class, straight, last, kills)
     moments = kill_moments(first_checkpoint, last, kills, random.Random(kill_seed))
     say(f"killed run: {killed} (kills after iterations {', '.join(map(str, moments)) or 'none: too short a run'})")
@@ -209,7 +210,7 @@ def verify(
     if not delivered:
         limit = "--max-epochs" if task_class.per_epoch else "--max-iters"
         raise UserError(f"the run ended before a kill, so no resume was tested: use a larger {limit}")
-    difference, compared = first_difference(straight / "metrics.jsonl", killed / "metrics.jsonl")
+    difference, compared = first_difference(RunLayout(straight).metrics, RunLayout(killed).metrics)
     return Outcome(0 if difference is None else 1, delivered, difference, compared)
 
 
@@ -225,7 +226,7 @@ def report(outcome: Outcome, on_cuda: bool, work_dir: Path) -> int:
     missing = "(missing)" in (straight, resumed)  # a record one run lacks: a difference on every device
     if on_cuda and not missing:
         largest, where = largest_difference(
-            work_dir / "uninterrupted" / "metrics.jsonl", work_dir / "killed" / "metrics.jsonl"
+            RunLayout(work_dir / "uninterrupted").metrics, RunLayout(work_dir / "killed").metrics
         )
         print(f"not bit-exact on CUDA (cuDNN is not deterministic): largest difference {largest:.3g} at {where}")
         return 0
