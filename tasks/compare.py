@@ -105,12 +105,8 @@ def task_of(config: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
         raise UserError(f"{path}: its config.json is no task's of this version")
     task = min(holding, key=lambda name: len(fields[name]) - len(config))
     regression = MODEL_KINDS.get(config.get("model"), "") == "regression"
-    settings = {name: _json(value) for name, value in fields[task].items()} | config
+    settings = {name: list(v) if isinstance(v, tuple) else v for name, v in fields[task].items()} | config
     return ("regress" if task == "classify" and regression else task), settings
-
-
-def _json(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def load_run(path: Path, name: str) -> Run:
