@@ -186,9 +186,8 @@ class GanProcess:
         if numbers:  # one device sync for every number, averaged over the ranks
             values = mean_over_ranks(torch.stack(list(numbers.values())).float())
             self.last.values.update(zip(numbers, values.tolist(), strict=True))
-        if "d_real_sign" in numbers:
+        if "d_real_sign" in numbers:  # ADA: the strength follows D's confidence, the same on every rank
             self.augment.adapt(self.last.values["d_real_sign"])
-        if self.augment is not None and "augment_p" in self.last.values:
             self.last.values["augment_p"] = self.augment.p
         return dict(self.last.values)
 
