@@ -115,9 +115,10 @@ def fid_figures(run_dir: Path, key: str) -> tuple[float, int, float, float] | No
 
 
 def summary(out: Path, names: list[str], seeds: list[int]) -> str:
+    """One row per configuration: per seed, the best FID and, over the last third, its mean (and max)."""
     lines = [
-        "| configuration | fid_ema best (per seed) | fid_ema last third: mean / max | fid best | fid last third: "
-        "mean / max |",
+        f"| configuration | fid_ema best, seeds {', '.join(map(str, seeds))} | fid_ema last third: mean (max) | "
+        "fid best | fid last third: mean (max) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name in names:
@@ -125,11 +126,8 @@ def summary(out: Path, names: list[str], seeds: list[int]) -> str:
         for key in ("fid_ema", "fid"):
             figures = [fid_figures(out / f"{name}-s{seed}", key) for seed in seeds]
             figures = [figure for figure in figures if figure is not None]
-            if not figures:
-                cells += ["–", "–"]
-                continue
-            cells.append(" / ".join(f"{best:.1f}" for best, *_ in figures))
-            cells.append(" / ".join(f"{mean:.1f} / {worst:.1f}" for _, _, mean, worst in figures))
+            cells.append(", ".join(f"{best:.1f}" for best, *_ in figures) or "–")
+            cells.append(", ".join(f"{mean:.1f} ({worst:.1f})" for _, _, mean, worst in figures) or "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
