@@ -1,6 +1,6 @@
 """Atomic, rotating checkpoints of everything a run needs to continue exactly, and the resume itself.
 
-Built on Ignite's ``Checkpoint`` and ``DiskSaver``, with their traps handled (design.md):
+Built on Ignite's ``Checkpoint`` and ``DiskSaver``, with their traps handled:
 
 - the saver never requires an empty folder (a resumed run writes into its own), writes atomically and durably
   (``runner.files``: temp file, fsync, rename: a process killed at any instant, or a disk that fills up, leaves the

@@ -17,6 +17,8 @@ from ignite.handlers import Checkpoint, EarlyStopping, TensorboardLogger, global
 
 from handlers.checkpoint import RunDirSaver, output_is_finite
 from handlers.metrics_log import MetricsLog
+from handlers.quiet import quiet_library_warnings
+from runner.rundir import RunLayout
 
 
 class PeriodicEvaluation:
@@ -68,7 +70,9 @@ class PeriodicEvaluation:
         if iteration in (0, self._last_evaluated) or not output_is_finite(trainer.state.output):
             return
         self._last_evaluated = iteration
-        self.evaluator.run(self.data)
+        log = RunLayout(self.metrics_log.path.parent).warnings if self.metrics_log is not None else None
+        with quiet_library_warnings(log, where=f"iteration {iteration}"):
+            self.evaluator.run(self.data)
 
     def record(self, evaluator: Engine, trainer: Engine) -> None:
         metrics = {f"{self.prefix}{name}": value for name, value in evaluator.state.metrics.items()}

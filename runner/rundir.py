@@ -72,6 +72,10 @@ class RunLayout:
     def export(self) -> Path:
         return self.path / "export"
 
+    @property
+    def warnings(self) -> Path:  # library warnings that say nothing to a user, once each (handlers.quiet)
+        return self.path / "warnings.log"
+
     def holds_run(self) -> bool:
         return self.config.exists() or self.metrics.exists() or self.checkpoints.exists()
 

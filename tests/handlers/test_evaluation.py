@@ -95,3 +95,32 @@ def test_early_stopping_counts_only_scheduled_validations():
         trainer.state.iteration = iteration
         evaluator.run([0])
     assert stopper.counter == 1 and not trainer.should_terminate
+
+
+def test_scipys_singular_matrix_warning_goes_to_the_runs_warnings_log_once_and_others_go_on(tmp_path):
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
+
+    evaluator = evaluator_reporting([30.0, 20.0, 10.0])
+
+    @evaluator.on(Events.COMPLETED)
+    def singular(engine):
+        warnings.warn("Matrix is singular. The result might be inaccurate", LinAlgWarning, stacklevel=1)
+
+    trainer = toy_trainer()
+    log = MetricsLog(tmp_path / "metrics.jsonl", every=100)
+    PeriodicEvaluation(evaluator, [0], every=2, metrics_log=log).attach(trainer)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        trainer.run([1.0] * 6, max_iters=6)
+    assert escaped == []
+    lines = (tmp_path / "warnings.log").read_text().splitlines()
+    assert lines == ["LinAlgWarning: Matrix is singular. The result might be inaccurate (first at iteration 2)"]
+
+    loud = evaluator_reporting([1.0])
+    loud.add_event_handler(Events.COMPLETED, lambda engine: warnings.warn("something to act on", stacklevel=1))
+    other = Engine(lambda engine, batch: None)
+    PeriodicEvaluation(loud, [0], every=1, metrics_log=log).attach(other)
+    with pytest.warns(UserWarning, match="something to act on"):
+        other.run([1.0], max_iters=1)
