@@ -32,6 +32,7 @@ from handlers.metrics_log import read_records, records_by_iteration
 from runner.errors import UserError
 from runner.files import reported_write
 from runner.rundir import RunLayout
+from runner.settings import Schedule
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -80,7 +81,8 @@ def load_run(run_dir: Path, name: str | None = None) -> RunMetrics:
     marks = [finite(record.get("resumed_from")) for record in read_records(metrics)]
     resumed_at = [int(mark) for mark in marks if mark is not None]
     config = read_config(Path(run_dir))
-    epoch_based = "max_epochs" in config and "max_iters" not in config
+    schedule = Schedule.of_config(config)
+    epoch_based = schedule is not None and not schedule.per_iteration
     return RunMetrics(name or Path(run_dir).name, records, resumed_at, epoch_based)
 
 

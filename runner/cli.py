@@ -82,7 +82,7 @@ def launch(
             print(config_text(resolve_printed(settings_cls, command.explicit)), end="")
             return 0
         settings, resume = resolve_settings(settings_cls, command.explicit, task)
-        if hasattr(settings, "nproc_per_node"):  # one process, N spawned ones, or one of torchrun's
+        if settings.distributed:  # one process, N spawned ones, or one of torchrun's
             return run_ranks(train, settings, resume, prog)
         return train(settings, resume).exit_code
 

@@ -264,8 +264,7 @@ def check_split(settings: Any, ranks: int) -> None:
     global batch divides over the ranks, and whatever the task's settings say with their own ``check_ranks``."""
     if settings.batch_size % ranks:
         raise UserError(f"--batch-size {settings.batch_size}: must divide evenly over {ranks} processes")
-    if hasattr(settings, "check_ranks"):
-        settings.check_ranks(ranks)
+    settings.check_ranks(ranks)
 
 
 def run_ranks(train: Callable[[Any, Any], Any], settings: Any, resume: ResumePoint | None, prog: str) -> int:

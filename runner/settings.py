@@ -20,7 +20,7 @@ import json
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import yaml
 
@@ -82,14 +82,87 @@ def keep_checkpoints_setting() -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSettings:
+class Schedule:
+    """How long a run trains: ``total`` iterations or epochs (``unit``). A run's settings declare it (``schedule``);
+    the standard run, the reports and the plots read it from there, never from which fields a settings class has."""
+
+    unit: str  # "iterations" or "epochs"
+    total: int
+
+    @property
+    def per_iteration(self) -> bool:
+        return self.unit == "iterations"
+
+    @property
+    def flag(self) -> str:
+        """The flag that sets ``total``."""
+        return "--max-iters" if self.per_iteration else "--max-epochs"
+
+    def total_iterations(self, epoch_length: int) -> int:
+        return self.total if self.per_iteration else self.total * epoch_length
+
+    def run_arguments(self, resumed: bool) -> dict[str, Any]:
+        """What ``trainer.run`` takes. A fresh iteration-based run's "epoch" is the whole run (one progress bar); a
+        resumed engine keeps its checkpoint's epoch length."""
+        if self.per_iteration:
+            return {"max_iters": self.total, "epoch_length": None if resumed else self.total}
+        return {"max_epochs": self.total}
+
+    @classmethod
+    def of_config(cls, config: Mapping[str, Any]) -> "Schedule | None":
+        """The schedule a run's ``config.json`` was made with (None: no training run's); the one reader of it."""
+        if isinstance(config.get("max_iters"), int):
+            return cls("iterations", config["max_iters"])
+        if isinstance(config.get("max_epochs"), int):
+            return cls("epochs", config["max_epochs"])
+        return None
+
+
+class SettingsHooks(Protocol):
+    """What a settings class may offer beyond its fields, each with a default in ``Settings``."""
+
+    def validate(self) -> None:
+        """Checks across fields, after each field's own: raise ``ValueError`` with the reason (one line)."""
+
+    @classmethod
+    def recipe_defaults(cls, explicit: Mapping[str, Any]) -> dict[str, Any]:
+        """Settings layered under the user's flags on a fresh run (a model's book recipe, the GAN's --recipe)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The base of every settings dataclass: the ``SettingsHooks`` with their defaults (nothing to check, no
+    recipe)."""
+
+    def validate(self) -> None:
+        return None
+
+    @classmethod
+    def recipe_defaults(cls, explicit: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings(Settings):
     """The fields every training run has, first among its flags. A task's settings subclass it; a subclass that
-    redefines a field (its help, its default) keeps the field in its place."""
+    redefines a field (its help, its default) keeps the field in its place. A family of tasks declares its
+    ``schedule``; ``distributed`` (a class attribute) says whether it may train on several processes
+    (``--nproc-per-node``), and ``check_ranks`` what those need besides an even split of the batch."""
+
+    distributed: ClassVar[bool] = False
 
     dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
     seed: int = setting(0, "seeds the weights, the noise and the data order", check=non_negative)
     output_dir: str = setting("", "run directory (default: runs/<task>-<date>-<time>)", resume="free")
     resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
+
+    @property
+    def schedule(self) -> Schedule:
+        raise NotImplementedError(f"{type(self).__name__} declares no schedule")
+
+    def check_ranks(self, ranks: int) -> None:
+        """Raise ``UserError`` for what ``ranks`` processes cannot run (checked once, before they start)."""
+        return None
 
 
 def positive_int(text: str) -> int:
@@ -250,12 +323,10 @@ def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
     settings = settings_cls(**values)
     for name, field in fields.items():
         _check_value(name, field, getattr(settings, name))
-    validate = getattr(settings, "validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ValueError as reason:
-            raise UserError(str(reason)) from None
+    try:
+        settings.validate()
+    except ValueError as reason:
+        raise UserError(str(reason)) from None
     return settings
 
 
@@ -288,8 +359,7 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
 def recipe_defaults(settings_cls: type, explicit: Mapping[str, Any]) -> dict[str, Any]:
     """The settings a task's recipe layers under the flags the user gave (its classmethod ``recipe_defaults``, e.g.
     the chosen model's book settings, or the GAN's ``--recipe``); none for a task without one."""
-    hook = getattr(settings_cls, "recipe_defaults", None)
-    return dict(hook(explicit)) if hook is not None else {}
+    return dict(settings_cls.recipe_defaults(explicit))
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from datasets.atari import TWELVE_GAMES, labelled_frames
 from models.dcgan import stride2_stages
 from models.frame_classifier import FEATURE_SIZE, FrameClassifier
 from runner.files import DamagedFile, read_own_torch_file, save_atomically
-from runner.settings import setting
+from runner.settings import Settings, setting
 
 FID_VERSION = "atari-fid-v1"
 FID_GAMES = TWELVE_GAMES  # part of the recipe: other games need a new FID_VERSION
@@ -140,7 +140,7 @@ def image_side(value: int) -> None:
 
 
 @dataclass(frozen=True)
-class BuildSettings:
+class BuildSettings(Settings):
     image_size: int = setting(64, "side of the frames the GAN makes", check=image_side)
 
 

@@ -27,7 +27,16 @@ from runner.distributed import rank_batch_size, rank_seed
 from runner.errors import UserError, say
 from runner.files import load_torch_file
 from runner.machine import usable_cores
-from runner.settings import at_least_two, from_saved, non_negative, one_of, positive, required, setting
+from runner.settings import (
+    Settings,
+    at_least_two,
+    from_saved,
+    non_negative,
+    one_of,
+    positive,
+    required,
+    setting,
+)
 from tasks.atari_fid import LazyFeatures, load_frame_classifier
 from tasks.gan import GanTask, free_cores, use_producer
 from tasks.gan_generate import (
@@ -225,7 +234,7 @@ train = AtariGan.train
 
 
 @dataclass(frozen=True)
-class GenerateSettings:
+class GenerateSettings(Settings):
     checkpoint: str = setting("", "a run directory of atari_gan.py, or one of its checkpoint files", check=required)
     weights: str = setting("auto", WEIGHTS_HELP, check=one_of("auto", "ema", "raw"))
     which: str = setting(

@@ -30,6 +30,8 @@ from runner.cli import command_line, dispatch, launch, launch_tool
 from runner.errors import UserError
 from runner.settings import (
     RunSettings,
+    Schedule,
+    Settings,
     from_saved,
     keep_checkpoints_setting,
     non_negative,
@@ -104,6 +106,10 @@ class CharRnnSettings(RunSettings):
     dropout: float = setting(0.2, "dropout between LSTM layers", check=dropout_rate)
     lr: float = setting(2e-3, "Adam learning rate (chapter 004: 1e-3)", check=positive)
     clip_grad_norm: float = setting(5.0, "clip the gradient norm to this (0: no clipping)", check=non_negative)
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule("epochs", self.max_epochs)
 
 
 def build_model(settings: CharRnnSettings, vocab_size: int) -> CharRNN:
@@ -227,7 +233,7 @@ train = CharRnn.train
 
 
 @dataclass(frozen=True)
-class GenerateSettings:
+class GenerateSettings(Settings):
     checkpoint: str = setting("", "a run directory (its newest checkpoint) or a checkpoint", check=required)
     prefix: str = setting("", "text the output begins with")
     length: int = setting(

@@ -36,7 +36,7 @@ from runner.cli import command_line
 from runner.errors import UserError
 from runner.files import write_atomically
 from runner.rundir import RunLayout
-from runner.settings import OneLineParser, flag_name
+from runner.settings import OneLineParser, Schedule, flag_name
 
 # The score a run is judged by, the first one found: (record key, higher is better).
 SCORES = (("fid_ema", False), ("fid", False), ("val_accuracy", True), ("val_rmse", False))
@@ -58,10 +58,14 @@ class Run:
     state: str
     wall_seconds: float
 
+    @property
+    def by_epoch(self) -> bool:
+        return not Schedule.of_config(self.config).per_iteration
+
     def position(self) -> str:
         last = max(self.records, default=0)
         epoch = self.records.get(last, {}).get("epoch")
-        return f"epoch {epoch}" if "max_epochs" in self.config and epoch else f"iteration {last}"
+        return f"epoch {epoch}" if self.by_epoch and epoch else f"iteration {last}"
 
     def best(self) -> tuple[str, float, int] | None:
         """(score key, best value, its iteration), or None without evaluations."""
@@ -81,8 +85,7 @@ class Run:
         return found
 
     def continue_command(self) -> str:
-        limit = "--max-epochs" if "max_epochs" in self.config else "--max-iters"
-        return f"{command_line(LAUNCHERS[self.task])} --resume {self.path} {limit} N"
+        return f"{command_line(LAUNCHERS[self.task])} --resume {self.path} {Schedule.of_config(self.config).flag} N"
 
 
 def task_of(config: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
@@ -157,7 +160,7 @@ def best_cell(run: Run) -> str:
     if best is None:
         return "–"
     key, value, iteration = best
-    epoch = run.records[iteration].get("epoch") if "max_epochs" in run.config else None
+    epoch = run.records[iteration].get("epoch") if run.by_epoch else None
     return f"{key} {value:.4g} ({f'epoch {epoch}' if epoch else f'iteration {iteration}'})"
 
 

@@ -84,7 +84,7 @@ def uses_gemm_weight_grads(settings: GanRunSettings, device: torch.device) -> bo
 
 
 def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
-    schedule = {name: getattr(settings, name) for name in ("d_every", "g_every") if hasattr(settings, name)}
+    d_every, g_every = settings.step_every()
     return GanStep(
         precision,
         settings.channels_last,
@@ -93,7 +93,8 @@ def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
         loss=settings.loss,
         r1_weight=settings.r1_weight,
         r1_every=settings.r1_every,
-        **schedule,
+        d_every=d_every,
+        g_every=g_every,
     )
 
 

@@ -3,13 +3,14 @@ ablation in ``docs/atari_gan.md`` chose). ``tasks.gan`` builds a run from them.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from engines.augment import check_augmentations
 from engines.gan_losses import LOSSES
 from models.dcgan import D_NORMS
 from runner.settings import (
     RunSettings,
+    Schedule,
     in_open_unit_interval,
     keep_checkpoints_setting,
     non_negative,
@@ -46,6 +47,8 @@ def probability(value: float) -> None:
 @dataclass(frozen=True)
 class GanRunSettings(RunSettings):
     """The fields every GAN task has. A task subclasses it, redefining a field to change its default or check."""
+
+    distributed: ClassVar[bool] = True  # --nproc-per-node
 
     # how long, how often
     max_iters: int = setting(
@@ -158,6 +161,14 @@ class GanRunSettings(RunSettings):
     nproc_per_node: int = setting(
         1, "training processes on this machine (DDP via ignite.distributed; gloo on CPU, nccl on CUDA)", check=positive
     )
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule("iterations", self.max_iters)
+
+    def step_every(self) -> tuple[int, int]:
+        """(d_every, g_every): D and G trained on every batch, unless a task says otherwise."""
+        return 1, 1
 
     @classmethod
     def recipe_defaults(cls, explicit: dict[str, Any]) -> dict[str, Any]:

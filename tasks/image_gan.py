@@ -23,7 +23,7 @@ from runner.cli import dispatch, launch, launch_tool
 from runner.device import resolve_device
 from runner.distributed import is_main_process
 from runner.errors import UserError, say
-from runner.settings import from_saved, non_negative, one_of, positive, required, setting
+from runner.settings import Settings, from_saved, non_negative, one_of, positive, required, setting
 from tasks.gan import GanTask, use_producer
 from tasks.gan_generate import (
     INTERPOLATE_HELP,
@@ -71,6 +71,10 @@ class ImageGanSettings(GanRunSettings):
     lr: float = setting(2e-4, "Adam learning rate of both networks", check=positive)
     d_every: int = setting(1, "train the discriminator on every N-th batch", check=positive)
     g_every: int = setting(5, "train the generator on every N-th batch", check=positive)
+
+    def step_every(self) -> tuple[int, int]:
+        return self.d_every, self.g_every
+
     workers: int = setting(
         2, "processes decoding images (0: in the producer thread)", check=non_negative, resume="free"
     )
@@ -128,7 +132,7 @@ train = ImageGan.train
 
 
 @dataclass(frozen=True)
-class GenerateSettings:
+class GenerateSettings(Settings):
     checkpoint: str = setting(
         "", "a run directory of image_gan.py train, or one of its checkpoint files", check=required
     )

@@ -12,7 +12,7 @@ from ignite.handlers import TensorboardLogger
 from handlers import MetricsLog
 from handlers.metrics_log import records_by_iteration
 from runner.rundir import RunDirectory
-from runner.settings import RunSettings, keep_checkpoints_setting, non_negative, positive, setting
+from runner.settings import RunSettings, Schedule, keep_checkpoints_setting, non_negative, positive, setting
 
 AttachToEvaluator = Callable[[Engine, Engine], None]  # (evaluator, trainer): a sweep's pruning
 
@@ -100,3 +100,7 @@ class EpochRunSettings(RunSettings):
         0, "stop after this many epochs without a better score (0: never)", check=non_negative, resume="free"
     )
     num_workers: int = setting(0, "data loader worker processes", check=non_negative, resume="free")
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule("epochs", self.max_epochs)

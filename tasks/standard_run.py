@@ -26,7 +26,7 @@ quality handlers, what its end report adds. ``Task.train(settings, resume)`` run
 
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import optuna
 import torch
@@ -46,6 +46,13 @@ from runner.rng import seed_everything
 from runner.rundir import RunDirectory, RunLayout
 from runner.settings import settings_dict
 from tasks.parts import Attached, AttachToEvaluator, Parts, RunContext, RunResult, Scoring
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Data that holds something to let go of (a producer thread, emulators, loader workers)."""
+
+    def close(self) -> None: ...
 
 
 class Task:
@@ -93,7 +100,7 @@ class Task:
 
     def close(self, data: Any) -> None:
         """The data made by ``prepare`` is no longer needed (a producer thread, emulators)."""
-        if hasattr(data, "close"):
+        if isinstance(data, Closable):
             data.close()
 
     def stop_reason(self) -> str:
@@ -108,17 +115,15 @@ class Task:
     def position(self, iteration: int, epoch: int) -> str:
         if self.per_epoch:
             return f"epoch {epoch}"
-        if hasattr(self.settings, "max_iters"):
+        if self.settings.schedule.per_iteration:
             return f"iteration {iteration}"
         return f"iteration {iteration} (epoch {epoch})"
 
     def limit_flag(self) -> str:
-        return "--max-iters" if hasattr(self.settings, "max_iters") else "--max-epochs"
+        return self.settings.schedule.flag
 
     def total_iterations(self, epoch_length: int) -> int:
-        if hasattr(self.settings, "max_iters"):
-            return self.settings.max_iters
-        return self.settings.max_epochs * epoch_length
+        return self.settings.schedule.total_iterations(epoch_length)
 
 
 def end_state(output: Any, signal_name: str | None) -> str:
@@ -254,11 +259,7 @@ class StandardRun:
         return context, resumer
 
     def run_length(self) -> dict[str, Any]:
-        if hasattr(self.settings, "max_iters"):
-            # A fresh run's "epoch" is the whole run (one progress bar); a resumed engine keeps its checkpoint's.
-            epoch_length = None if self.resume is not None else self.settings.max_iters
-            return {"max_iters": self.settings.max_iters, "epoch_length": epoch_length}
-        return {"max_epochs": self.settings.max_epochs}
+        return self.settings.schedule.run_arguments(resumed=self.resume is not None)
 
     def report_end(
         self, state: Any, signal_name: str | None, last_checkpoint: Path | None, run_path: Path, best: float | None

@@ -17,7 +17,7 @@ metrics Ignite reduces over the processes: they are the whole set's.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import ignite.distributed as idist
 import torch
@@ -85,6 +85,7 @@ def factor(value: float) -> None:
 
 @dataclass(frozen=True)
 class SupervisedSettings(EpochRunSettings):
+    distributed: ClassVar[bool] = True  # --nproc-per-node
     kind = "classification"  # class attribute, not a setting: which datasets and models fit
     seed: int = setting(0, "seeds the weights, the split, the shuffling and dropout", check=non_negative)
     # how long, how often

@@ -146,3 +146,18 @@ def test_the_run_directorys_files_are_named_only_by_runner(directory):
     """runner.rundir.RunLayout owns the names: a reader elsewhere asks it, so a file moves in one place."""
     for name in ("metrics.jsonl", "config.json"):
         assert string_constants(directory, name) == []
+
+
+@pytest.mark.parametrize("directory", ["runner", "tasks"])
+def test_no_contract_is_guessed_with_hasattr(directory):
+    """Settings declare their hooks (runner.settings.SettingsHooks, RunSettings.schedule): nothing asks whether an
+    attribute exists. (Asking the platform, ``hasattr(os, ...)``, is no contract of this project's.)"""
+    found = [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for path in sources(directory)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "hasattr"
+        and not (isinstance(node.args[0], ast.Name) and node.args[0].id == "os")
+    ]
+    assert found == []

@@ -7,6 +7,8 @@ import pytest
 
 from runner.errors import UserError
 from runner.settings import (
+    Schedule,
+    Settings,
     flag_name,
     from_saved,
     make_settings,
@@ -24,7 +26,7 @@ def one_or_two_words(value: str) -> None:
 
 
 @dataclass(frozen=True)
-class ToySettings:
+class ToySettings(Settings):
     max_iters: int = setting(10, "how many iterations", check=positive, resume="free")
     lr: float = setting(0.1, "learning rate", check=positive)
     name: str = setting("toy", "what to call it", check=one_or_two_words)
@@ -33,7 +35,7 @@ class ToySettings:
 
 
 @dataclass(frozen=True)
-class ValidatedSettings:
+class ValidatedSettings(Settings):
     low: int = setting(1, "lower bound")
     high: int = setting(2, "upper bound")
 
@@ -314,3 +316,27 @@ def test_atari_gan_resume_may_change_where_and_how_long_but_not_the_model():
     for fixed in ({"lr": 1e-3}, {"batch_size": 8}, {"image_size": 32}, {"seed": 1}):
         with pytest.raises(UserError, match="conflicts"):
             from_saved(AtariGanSettings, saved, fixed, source="runs/a")
+
+
+def test_a_schedule_says_how_long_a_run_is_and_what_trainer_run_takes():
+    iterations, epochs = Schedule("iterations", 500), Schedule("epochs", 3)
+    assert (iterations.flag, epochs.flag) == ("--max-iters", "--max-epochs")
+    assert (iterations.total_iterations(40), epochs.total_iterations(40)) == (500, 120)
+    assert iterations.run_arguments(resumed=False) == {"max_iters": 500, "epoch_length": 500}
+    assert iterations.run_arguments(resumed=True) == {"max_iters": 500, "epoch_length": None}
+    assert epochs.run_arguments(resumed=True) == {"max_epochs": 3}
+    assert Schedule.of_config({"max_iters": 7, "lr": 0.1}) == Schedule("iterations", 7)
+    assert Schedule.of_config({"max_epochs": 2}) == Schedule("epochs", 2) and Schedule.of_config({}) is None
+
+
+def test_every_training_settings_class_declares_its_schedule():
+    from tasks.autoencode import AutoencodeSettings
+    from tasks.char_rnn import CharRnnSettings
+    from tasks.image_gan import ImageGanSettings
+    from tasks.supervised import ClassifySettings
+
+    assert AtariGanSettings().schedule == Schedule("iterations", AtariGanSettings().max_iters)
+    assert ImageGanSettings().schedule.per_iteration
+    for settings_cls in (AutoencodeSettings, CharRnnSettings, ClassifySettings):
+        assert settings_cls().schedule == Schedule("epochs", settings_cls().max_epochs)
+    assert AtariGanSettings.distributed and ClassifySettings.distributed and not CharRnnSettings.distributed

@@ -19,7 +19,7 @@ from handlers.checkpoint import GeneratorState
 from handlers.evaluation import PeriodicEvaluation
 from handlers.metrics_log import read_records
 from runner.checkpoint_files import checkpoint_files, find_checkpoint
-from runner.settings import RunSettings, keep_checkpoints_setting, make_settings, positive, setting
+from runner.settings import RunSettings, Schedule, keep_checkpoints_setting, make_settings, positive, setting
 from tasks.parts import Attached, Parts, RunContext, Scoring
 from tasks.standard_run import Task
 
@@ -34,6 +34,10 @@ class ToySettings(RunSettings):
     log_every: int = setting(1, "iterations between records", check=positive, resume="free")
     checkpoint_every: int = setting(1, "epochs between checkpoints", check=positive, resume="free")
     keep_checkpoints: int = keep_checkpoints_setting()
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule("epochs", self.max_epochs)
 
 
 class Toy(Task):
