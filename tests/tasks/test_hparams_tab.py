@@ -14,6 +14,7 @@ from conftest import engine_factory_with, hparams_tab
 from handlers.hparams import STATES
 from handlers.metrics_log import read_records
 from runner.checkpoint_files import find_checkpoint
+from tasks.search_space import SearchSpace
 
 
 def best_fid_ema(run_dir) -> float:
@@ -48,7 +49,7 @@ def sweep_folder(tmp_path_factory, tiny_settings):
         for name in ("filters", "batch_size"):
             monkeypatch.setitem(task.search_space, name, optuna.distributions.CategoricalDistribution([4]))
         base = {"max_iters": 8, "eval_every": 4, "image_size": 16, "fid_samples": 64, "seed": 0}
-        sweep.run_trial(task, study.ask(), base, folder)
+        sweep.run_trial(task, study.ask(), base, folder, SearchSpace(task.search_space))
         assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     finally:
         monkeypatch.undo()
