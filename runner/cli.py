@@ -10,39 +10,23 @@ A launcher with sub-commands (``image_gan.py train|generate``) hands each to ``l
 ``dispatch``.
 """
 
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from runner.checkpoint_files import ResumePoint, find_checkpoint
-from runner.distributed import run_ranks, under_torchrun
+from runner.distributed import run_ranks
 from runner.errors import EXIT_USER_ERROR, exit_cleanly
 from runner.rundir import default_output_dir
 from runner.settings import config_text, from_saved, make_settings, parse_command, recipe_defaults
 
-PROGRAM = "ignite-book"  # the installed command (tasks/commands.py)
-COMMAND_ENV = "IGNITE_BOOK_COMMAND"  # set by it, inherited by the processes a run starts: hints name it
-
 
 def task_name(prog: str) -> str:
-    """The task a launcher runs, named as its run directories are: ``image_gan.py train`` and
-    ``ignite-book image_gan train`` -> ``image_gan``."""
+    """The task a launcher runs, named as its run directories are: its script's name (``image_gan.py train`` ->
+    ``image_gan``), or the word after the program that starts it (``<program> image_gan train`` -> ``image_gan``)."""
     words = prog.split()
-    return Path(words[1] if words[0] == PROGRAM and len(words) > 1 else words[0]).stem
-
-
-def command_line(script: str) -> str:
-    """How the user starts a launcher, for the hints a run prints: ``char_rnn.py train`` -> ``python
-    scripts/char_rnn.py train``, or ``ignite-book char_rnn train`` under the installed command. Under torchrun the
-    same torchrun flags are needed again (a resume on another topology is refused), which this process cannot see."""
-    if under_torchrun():
-        return f"torchrun [the same flags] scripts/{script}"
-    if os.environ.get(COMMAND_ENV) == PROGRAM:
-        first, *rest = script.split()
-        return " ".join([PROGRAM, Path(first).stem, *rest])
-    return f"python scripts/{script}"
+    return Path(words[0] if words[0].endswith(".py") or len(words) == 1 else words[1]).stem
 
 
 def resolve_settings(settings_cls: type, explicit: dict[str, Any], task: str) -> tuple[Any, ResumePoint | None]:

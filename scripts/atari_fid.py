@@ -8,4 +8,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("atari_fid", sys.argv[1:], prog="atari_fid.py", description=__doc__)
+    run_task("atari_fid", sys.argv[1:], description=__doc__)

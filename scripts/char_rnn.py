@@ -16,4 +16,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("char_rnn", sys.argv[1:], prog="char_rnn.py", description=__doc__)
+    run_task("char_rnn", sys.argv[1:], description=__doc__)

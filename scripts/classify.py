@@ -14,4 +14,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("classify", sys.argv[1:], prog="classify.py", description=__doc__)
+    run_task("classify", sys.argv[1:], description=__doc__)

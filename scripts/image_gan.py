@@ -11,4 +11,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("image_gan", sys.argv[1:], prog="image_gan.py", description=__doc__)
+    run_task("image_gan", sys.argv[1:], description=__doc__)

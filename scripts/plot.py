@@ -9,4 +9,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("plot", sys.argv[1:], prog="plot.py", description=__doc__)
+    run_task("plot", sys.argv[1:], description=__doc__)

@@ -10,4 +10,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("predict", sys.argv[1:], prog="predict.py", description=__doc__)
+    run_task("predict", sys.argv[1:], description=__doc__)

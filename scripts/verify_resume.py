@@ -13,4 +13,4 @@ import sys
 from tasks.commands import run_task
 
 if __name__ == "__main__":
-    run_task("verify_resume", sys.argv[1:], prog="verify_resume.py", description=__doc__)
+    run_task("verify_resume", sys.argv[1:], description=__doc__)

@@ -109,8 +109,6 @@ class AtariGanSettings(GanRunSettings):
 
 
 class AtariGan(GanTask):
-    script = "atari_gan.py"
-
     def __init__(self, settings: AtariGanSettings):
         super().__init__(settings)
         # With a moving average of G, its FID judges the run: best checkpoint, --patience, a sweep's value and pruning.

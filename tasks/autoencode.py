@@ -184,7 +184,6 @@ def build_autoencoder(settings: AutoencodeSettings, image_shape: tuple[int, int,
 class Autoencode(Task):
     """The book's autoencoder, trained epoch by epoch on images as their own targets; its codes drawn at the end."""
 
-    script = "autoencode.py"
     per_epoch = True
     scoring = Scoring("loss", higher_is_better=False)  # the validation MSE, recorded as val_loss
 

@@ -26,7 +26,7 @@ from engines.char_rnn import (
 from handlers.evaluation import PeriodicEvaluation, attach_scheduled_early_stopping
 from models.char_rnn import CharRNN
 from runner.checkpoint_files import ResumePoint, find_checkpoint
-from runner.cli import command_line, dispatch, launch, launch_tool
+from runner.cli import dispatch, launch, launch_tool
 from runner.errors import UserError
 from runner.settings import (
     RunSettings,
@@ -39,6 +39,7 @@ from runner.settings import (
     required,
     setting,
 )
+from tasks.commands import command_line
 from tasks.parts import Attached, Parts, RunContext, Scoring
 from tasks.standard_run import Task, continue_hint
 
@@ -181,7 +182,6 @@ def load_trained_model(path: str) -> tuple[CharRNN, Vocabulary]:
 class CharRnn(Task):
     """The LSTM trained by truncated BPTT, validated every ``--eval-every`` iterations (or once per epoch)."""
 
-    script = "char_rnn.py train"
     scoring = Scoring("perplexity", higher_is_better=False, report_digits=3)
 
     def prepare(self, device: torch.device, resume: ResumePoint | None) -> TextData:

@@ -21,6 +21,7 @@ is written; ``--out`` takes a new folder, or one holding an earlier page (replac
 """
 
 import argparse
+import dataclasses
 import html
 import shutil
 from collections.abc import Sequence
@@ -32,11 +33,11 @@ from typing import Any
 from handlers.hparams import read_outcome
 from handlers.metrics_log import records_by_iteration
 from handlers.plots import find_runs, read_config, run_labels, write_plots
-from runner.cli import command_line
 from runner.errors import UserError
 from runner.files import write_atomically
 from runner.rundir import RunLayout
 from runner.settings import OneLineParser, Schedule, flag_name
+from tasks.commands import command_line, settings_class, trained_tasks, training_launcher
 
 # The score a run is judged by, the first one found: (record key, higher is better).
 SCORES = (("fid_ema", False), ("fid", False), ("val_accuracy", True), ("val_rmse", False))
@@ -44,8 +45,6 @@ SCORES += (("val_perplexity", False), ("val_loss", False))
 SHEET_TAGS = ("fake", "fake_ema", "reconstructions")  # sample sheets worth comparing (the real batches are not)
 WHERE_NOT_WHAT = {"output_dir", "resume"}  # where a run is: its name says it
 MARK = '<meta name="generator" content="ignite-book compare">'  # an earlier page, which --out may replace
-LAUNCHERS = {"atari_gan": "atari_gan.py", "image_gan": "image_gan.py train", "classify": "classify.py"}
-LAUNCHERS |= {"regress": "regress.py", "autoencode": "autoencode.py", "char_rnn": "char_rnn.py train"}
 
 
 @dataclass
@@ -85,24 +84,21 @@ class Run:
         return found
 
     def continue_command(self) -> str:
-        return f"{command_line(LAUNCHERS[self.task])} --resume {self.path} {Schedule.of_config(self.config).flag} N"
+        limit = Schedule.of_config(self.config).flag
+        return f"{command_line(training_launcher(self.task))} --resume {self.path} {limit} N"
 
 
 def task_of(config: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
     """The task whose settings hold every key of the config (the closest, when several do: a run of an older version
     lacks the newer ones), and the config with those defaults, as a resume would see it. Classify and regress share
     their settings: the model tells them apart."""
-    import dataclasses
+    from tasks.supervised import MODEL_KINDS
 
-    from tasks.atari_gan import AtariGanSettings
-    from tasks.autoencode import AutoencodeSettings
-    from tasks.char_rnn import CharRnnSettings
-    from tasks.image_gan import ImageGanSettings
-    from tasks.supervised import MODEL_KINDS, ClassifySettings
-
-    families = {"atari_gan": AtariGanSettings, "image_gan": ImageGanSettings, "classify": ClassifySettings}
-    families |= {"autoencode": AutoencodeSettings, "char_rnn": CharRnnSettings}
-    fields = {task: {f.name: f.default for f in dataclasses.fields(cls)} for task, cls in families.items()}
+    fields = {
+        name: {field.name: field.default for field in dataclasses.fields(settings_class(name))}
+        for name in trained_tasks()
+        if name != "regress"  # classify's fields
+    }
     holding = [task for task, defaults in fields.items() if set(config) <= set(defaults)]
     if not holding:
         raise UserError(f"{path}: its config.json is no task's of this version")

@@ -110,8 +110,6 @@ def make_networks(settings: Any) -> tuple[Generator, Discriminator]:
 
 
 class ImageGan(GanTask):
-    script = "image_gan.py train"
-
     def make_stream(self, device: torch.device, resume: ResumePoint | None) -> ImageBatches | Prefetched:
         return make_stream(self.settings, device)
 

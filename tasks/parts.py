@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from ignite.engine import Engine
@@ -15,6 +15,13 @@ from runner.rundir import RunDirectory
 from runner.settings import RunSettings, Schedule, keep_checkpoints_setting, non_negative, positive, setting
 
 AttachToEvaluator = Callable[[Engine, Engine], None]  # (evaluator, trainer): a sweep's pruning
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Data that holds something to let go of when the run ends (a producer thread, emulators, loader workers)."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ quality handlers, what its end report adds. ``Task.train(settings, resume)`` run
 
 import signal
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import optuna
 import torch
@@ -38,28 +38,21 @@ from handlers.hparams import hparam_values, write_outcome, write_session_start
 from handlers.logging import attach_running_averages, attach_tensorboard
 from handlers.plots import write_run_plots
 from runner.checkpoint_files import ResumePoint
-from runner.cli import command_line
 from runner.device import resolve_device
 from runner.distributed import is_main_process, open_run_directory, rank_device, rank_seed, world_size
 from runner.errors import say
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory, RunLayout
 from runner.settings import settings_dict
-from tasks.parts import Attached, AttachToEvaluator, Parts, RunContext, RunResult, Scoring
-
-
-@runtime_checkable
-class Closable(Protocol):
-    """Data that holds something to let go of (a producer thread, emulators, loader workers)."""
-
-    def close(self) -> None: ...
+from tasks.commands import command_line, task_of_settings, training_launcher
+from tasks.parts import Attached, AttachToEvaluator, Closable, Parts, RunContext, RunResult, Scoring
 
 
 class Task:
     """One task's parts. A subclass sets the class attributes and defines ``prepare`` and ``build``; the other
     hooks have defaults. Its settings dataclass has ``max_iters`` (an iteration-based run) or ``max_epochs``."""
 
-    script = ""  # its launcher as the hints name it, e.g. "atari_gan.py" or "char_rnn.py train"
+    script = ""  # a task outside tasks.commands' table (a test's) names its launcher here; the table's say it there
     loss_keys: tuple[str, ...] = ("loss",)  # process-function outputs averaged as avg_<key>
     scoring: Scoring | None = None  # what its evaluations are judged by
     per_epoch = False  # checkpoints between epochs only (a data loader restarts at each epoch)
@@ -110,6 +103,10 @@ class Task:
         """Lines after the end report: how to watch, continue or use the run."""
         return [watch_hint(run_path)]
 
+    def launcher(self) -> str:
+        """How this task's training is started, as the hints name it (``char_rnn.py train``)."""
+        return self.script or training_launcher(task_of_settings(type(self.settings)))
+
     # --- how the reports name a point of the run -------------------------------------------------------------------
 
     def position(self, iteration: int, epoch: int) -> str:
@@ -148,7 +145,7 @@ def watch_hint(run_path: Path) -> str:
 
 
 def continue_hint(task: Task, run_path: Path) -> str:
-    return f"  continue: {command_line(task.script)} --resume {run_path} {task.limit_flag()} N"
+    return f"  continue: {command_line(task.launcher())} --resume {run_path} {task.limit_flag()} N"
 
 
 class StandardRun:

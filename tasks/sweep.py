@@ -24,16 +24,15 @@ from optuna.trial import TrialState
 
 from handlers.pruning import OptunaPruning
 from models.book_models import default_hidden
-from runner.cli import command_line
 from runner.errors import UserError
 from runner.settings import OneLineParser, flag_name, make_settings, parse_flags, positive_int, recipe_defaults
 from runner.studies import next_trial, open_storage, open_study, suggest, trial_resume_point
 from tasks.atari_fid import load_frame_classifier
-from tasks.atari_gan import AtariGan, AtariGanSettings
+from tasks.atari_gan import AtariGanSettings
+from tasks.commands import command_line, settings_class, task_class, training_launcher
 from tasks.parts import Scoring
 from tasks.search_space import SearchSpace, check_same_space, read_space
 from tasks.standard_run import Task
-from tasks.supervised import ClassifySettings, RegressSettings, Supervised
 
 FIRST_SIGNAL_EXIT_CODE = 128  # exit codes >= 128: the run stopped on a signal; its trial stays RUNNING, to adopt
 
@@ -79,10 +78,14 @@ class SweepTask:
 
 def sweep_tasks() -> dict[str, SweepTask]:
     by_epoch = {"step": lambda trainer: trainer.state.epoch}  # chapter 003: pruned after each epoch's validation
+    searched = {  # the tasks a sweep can search (tasks.commands' table has the rest of what they are)
+        "atari_gan": (ATARI_GAN_SPACE, {"measured_by": fid_classifier}),
+        "classify": (MLP_SPACE, {"defaults": {"model": "fashion_mlp"}, **by_epoch}),
+        "regress": (MLP_SPACE, {"defaults": {"model": "mlp"}, **by_epoch}),
+    }
     return {
-        "atari_gan": SweepTask(AtariGan, AtariGanSettings, ATARI_GAN_SPACE, measured_by=fid_classifier),
-        "classify": SweepTask(Supervised, ClassifySettings, MLP_SPACE, defaults={"model": "fashion_mlp"}, **by_epoch),
-        "regress": SweepTask(Supervised, RegressSettings, MLP_SPACE, defaults={"model": "mlp"}, **by_epoch),
+        name: SweepTask(task_class(name), settings_class(name), space, **extra)
+        for name, (space, extra) in searched.items()
     }
 
 
@@ -283,7 +286,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sweep.py") -> int:
     code = run_workers(
         args.n_workers, (args.task, args.storage, study_name, args.seed, args.n_trials, base, output_dir, space)
     )
-    print(summary(study, task, base, f"{args.task}.py"))
+    print(summary(study, task, base, training_launcher(args.task)))
     if code:
         print(f"sweep stopped (exit code {code}); run the same command again to continue it", file=sys.stderr)
     return code

@@ -29,20 +29,11 @@ from runner.checkpoint_files import checkpoint_files
 from runner.errors import UserError, exit_cleanly, say
 from runner.rundir import RunLayout
 from runner.settings import OneLineParser
-from tasks.atari_gan import AtariGan
-from tasks.autoencode import Autoencode
-from tasks.char_rnn import CharRnn
-from tasks.image_gan import ImageGan
+from tasks.commands import task_class, trained_tasks, training_launcher
 from tasks.standard_run import Task
-from tasks.supervised import Supervised
 
 TASKS: dict[str, tuple[tuple[str, ...], type[Task]]] = {  # the task's name -> its launcher (and sub-command), task
-    "atari_gan": (("atari_gan.py",), AtariGan),
-    "image_gan": (("image_gan.py", "train"), ImageGan),
-    "classify": (("classify.py",), Supervised),
-    "regress": (("regress.py",), Supervised),
-    "autoencode": (("autoencode.py",), Autoencode),
-    "char_rnn": (("char_rnn.py", "train"), CharRnn),
+    name: (tuple(training_launcher(name).split()), task_class(name)) for name in trained_tasks()
 }
 NOT_COMPARED = {"iters_per_sec", "samples_per_sec", "resumed_from", "checkpoint"}  # timings and bookkeeping
 ITERATION = re.compile(rb'"iteration": (\d+)')

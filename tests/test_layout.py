@@ -161,3 +161,32 @@ def test_no_contract_is_guessed_with_hasattr(directory):
         and not (isinstance(node.args[0], ast.Name) and node.args[0].id == "os")
     ]
     assert found == []
+
+
+def code_strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a module's code (its docstrings left out), with their lines."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_the_plumbing_names_no_script_or_program():
+    """runner/ is below the launchers: how a task is started (scripts/, the installed command) is said above it."""
+    found = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in sources("runner")
+        for line, text in code_strings(path)
+        if "scripts/" in text or text == "ignite-book"
+    ]
+    assert found == []

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from conftest import TINY
-from runner.cli import COMMAND_ENV, command_line
-from tasks.commands import TASKS, main
+from tasks.commands import COMMAND_ENV, TASKS, command_line, main
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED = Path(sys.executable).parent / "ignite-book"
@@ -92,3 +91,20 @@ def test_under_torchrun_the_hints_ask_for_the_same_torchrun_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert command_line("atari_gan.py") == "torchrun [the same flags] scripts/atari_gan.py"
+
+
+def test_the_one_table_says_what_each_task_trains_with_and_everything_else_reads_it():
+    from tasks.commands import settings_class, task_class, task_of_settings, trained_tasks, training_launcher
+    from tasks.standard_run import Task
+    from tasks.sweep import sweep_tasks
+    from tasks.verify_resume import TASKS as CHECKED
+
+    trained = trained_tasks()
+    assert set(trained) == {"atari_gan", "classify", "regress", "autoencode", "char_rnn", "image_gan"}
+    for name in trained:
+        assert issubclass(task_class(name), Task) and task_of_settings(settings_class(name)) == name
+        assert CHECKED[name] == (tuple(training_launcher(name).split()), task_class(name))
+    assert training_launcher("char_rnn") == "char_rnn.py train" and training_launcher("atari_gan") == "atari_gan.py"
+    assert all(sweep.settings_cls is settings_class(name) for name, sweep in sweep_tasks().items())
+    settings = settings_class("image_gan")(data_dir="faces")
+    assert task_class("image_gan")(settings).launcher() == "image_gan.py train"  # what its continue hint names
