@@ -13,7 +13,17 @@ checkpointed state is the same (the moments keep the parameters' layout).
     optimizer = LayoutFreeAdam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), fused=True)
 """
 
+import inspect
+
 import torch
+
+# Torch has no public point between gathering a step's tensors and handing them to the fused kernel: the protected
+# ``Adam._init_group`` is that point. Its parameters are pinned here (the same from torch 2.4 to 2.14) and by
+# tests/engines/test_adam.py; where a torch release changes them, this class is torch's Adam, copies included.
+PINNED_INIT_GROUP = (
+    "self", "group", "params_with_grad", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps"
+)  # fmt: skip
+OWN_INIT_GROUP = tuple(inspect.signature(torch.optim.Adam._init_group).parameters) == PINNED_INIT_GROUP
 
 
 def flat_view(tensor: torch.Tensor) -> torch.Tensor:
@@ -28,12 +38,11 @@ def is_dense(tensor: torch.Tensor) -> bool:
 class LayoutFreeAdam(torch.optim.Adam):
     """``torch.optim.Adam``; with ``fused=True``, channels-last tensors reach the fused kernel without copies."""
 
-    def _init_group(self, group, params_with_grad, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
-        has_complex = super()._init_group(
-            group, params_with_grad, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
-        )
-        if not group["fused"]:
+    def _init_group(self, group, *tensor_lists):
+        has_complex = super()._init_group(group, *tensor_lists)
+        if not group["fused"] or not OWN_INIT_GROUP:
             return has_complex  # the foreach and for-loop paths handle any layout without copies
+        params_with_grad, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, _ = tensor_lists
         lists = [params_with_grad, grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if group["amsgrad"] else [])
         for index, param in enumerate(params_with_grad):
             tensors = [tensor_list[index] for tensor_list in lists]

@@ -29,6 +29,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.writer import FileWriter
 
 STATES = {"complete": 1, "stopped": 2, "pruned": 3, "failed": 4}  # the values of outcome/state
 STATE_TAG = "outcome/state"
@@ -65,9 +66,16 @@ def session_start(hparams: Mapping[str, bool | int | float | str]) -> Summary:
     return _plugin_summary(metadata.SESSION_START_INFO_TAG, HParamsPluginData(session_start_info=start))
 
 
+def event_file(writer: SummaryWriter) -> FileWriter:
+    """The writer's own event file, where a summary proto goes as it is (``add_scalar`` and the others make theirs)."""
+    if writer.file_writer is None:
+        raise ValueError(f"the TensorBoard writer of {writer.log_dir} is closed")
+    return writer.file_writer
+
+
 def write_session_start(writer: SummaryWriter, hparams: Mapping[str, bool | int | float | str]) -> None:
     """At every launch (only the first record counts): a run killed before its writer flushed still gets one."""
-    writer._get_file_writer().add_summary(session_start(hparams))
+    event_file(writer).add_summary(session_start(hparams))
     writer.flush()
 
 
@@ -79,7 +87,7 @@ def write_outcome(writer: SummaryWriter, step: int, state: str, best: Mapping[st
             writer.add_scalar(f"outcome/best_{name}", value, step)
     if state in FINAL_STATUS:
         end = SessionEndInfo(status=FINAL_STATUS[state], end_time_secs=time.time())
-        writer._get_file_writer().add_summary(
+        event_file(writer).add_summary(
             _plugin_summary(metadata.SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=end))
         )
     writer.flush()

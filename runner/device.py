@@ -3,6 +3,11 @@
 import torch
 
 from runner.errors import UserError
+from runner.machine import cpu_fields
+
+# The CPU instructions that run bf16 products natively: x86's AVX512-BF16 and AMX, Arm's BF16 extension. oneDNN also
+# accepts bf16 on AVX512 cores without them, by conversion, which is slower than fp32 there.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,7 +34,14 @@ def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 matmuls and convolutions run natively (AVX512-BF16 or AMX on CPU; Ampere or newer on CUDA)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.backends.mkldnn.is_available() and cpu_has_native_bf16()
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """From ``/proc/cpuinfo``'s ``flags`` (x86) or ``Features`` (Arm); False where there is no such file."""
+    fields = cpu_fields(cpuinfo)
+    words = set(fields.get("flags", "").split()) | set(fields.get("Features", "").split())
+    return bool(words & NATIVE_BF16_FLAGS)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

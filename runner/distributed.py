@@ -167,7 +167,7 @@ class PerRank:
         return {"ranks": [state for state, _ in gathered], "topology": topology}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = len(state["ranks"]) if isinstance(state, dict) and "ranks" in state else 1
+        saved = len(saved_ranks(state))
         if saved != world_size():
             raise UserError(
                 f"the checkpoint was written by {saved} process(es), this run has {world_size()}; "
@@ -178,6 +178,11 @@ class PerRank:
 
 def per_rank(obj: Any) -> Any:
     return PerRank(obj) if world_size() > 1 else obj
+
+
+def saved_ranks(state: Any) -> list[Any]:
+    """Each rank's part of a saved state, in rank order: a ``PerRank``'s, or a one-process run's one state."""
+    return state["ranks"] if isinstance(state, dict) and "ranks" in state else [state]
 
 
 def gather_objects(obj: Any) -> list[Any]:

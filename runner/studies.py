@@ -195,9 +195,19 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str, output_dir
             connection.execute(release, key)  # before the connection goes back to the pool, where the lock would stay
 
 
-def claim(study: optuna.Study, trial: optuna.trial.Trial) -> None:
+def claim(trial: optuna.trial.Trial) -> None:
     for key, value in {**this_machine(), "pid": os.getpid()}.items():
-        study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        trial.set_user_attr(key, value)
+
+
+def running_trial(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, frozen: optuna.trial.FrozenTrial
+) -> optuna.trial.Trial:
+    """The live ``Trial`` of a RUNNING trial, with its number and parameters, through the storage's public API.
+    (Optuna's own heartbeat would fail the trial and ask a copy instead: a new number, without the intermediate
+    values that the pruner reads.)"""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number))
 
 
 def next_trial(
@@ -208,8 +218,8 @@ def next_trial(
         trials = study.get_trials(deepcopy=False)
         for frozen in trials:
             if is_orphaned(frozen):
-                trial = optuna.trial.Trial(study, frozen._trial_id)
-                claim(study, trial)
+                trial = running_trial(study, storage, frozen)
+                claim(trial)
                 return trial
         finished = sum(t.state.is_finished() for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -217,7 +227,7 @@ def next_trial(
             return None
         reseed(study, seed, len(trials))
         trial = study.ask()
-        claim(study, trial)
+        claim(trial)
         return trial
 
 

@@ -23,7 +23,7 @@ from models.dcgan import Discriminator, Generator, stride2_stages
 from runner.checkpoint_files import ResumePoint, find_checkpoint
 from runner.cli import launch, launch_tool
 from runner.device import resolve_device
-from runner.distributed import rank_batch_size, rank_seed
+from runner.distributed import rank_batch_size, rank_seed, saved_ranks
 from runner.errors import UserError, say
 from runner.files import load_torch_file
 from runner.machine import usable_cores
@@ -224,8 +224,7 @@ def producer_workers(settings: AtariGanSettings, device: torch.device, resume: R
 def saved_producer_workers(resume: ResumePoint | None) -> int | None:
     if resume is None:
         return None
-    stream = resume.state["stream"]
-    return worker_count(stream["ranks"][0] if "ranks" in stream else stream)
+    return worker_count(saved_ranks(resume.state["stream"])[0])
 
 
 train = AtariGan.train

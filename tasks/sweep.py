@@ -119,7 +119,7 @@ def run_trial(
     study = trial.study
     params = suggest(trial, space.searched)
     run_dir = output_dir / f"trial_{trial.number:04d}"
-    study._storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
+    trial.set_user_attr("run_dir", str(run_dir))
     checkpoint = trial_resume_point(run_dir)
     settings = trial_settings(task, base, params, run_dir)
 

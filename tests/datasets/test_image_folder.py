@@ -1,3 +1,5 @@
+import multiprocessing
+
 import pytest
 import torch
 
@@ -82,3 +84,11 @@ def test_a_folder_without_images_is_refused(tmp_path):
         image_files(tmp_path)
     with pytest.raises(ValueError, match="no such folder"):
         image_files(tmp_path / "missing")
+
+
+def test_close_stops_the_worker_processes_at_once(tmp_path):
+    stream = ImageBatches(ImageFiles(write_images(tmp_path, 8), 8), batch_size=2, seed=0, workers=2)
+    next(stream)
+    before = multiprocessing.active_children()
+    stream.close()
+    assert len(before) == 2 and not any(child.is_alive() for child in before)

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import engines.adam as adam
 from engines.adam import LayoutFreeAdam
 from models.dcgan import Discriminator
 
@@ -81,3 +82,8 @@ def test_moments_saved_in_another_layout_take_the_parameters_layout_on_load():
         moments, reference_moments = optimizer.state[param], saved.state[reference]
         for name in ("exp_avg", "exp_avg_sq"):
             assert moments[name].stride() == param.stride() and torch.equal(moments[name], reference_moments[name])
+
+
+def test_torchs_adam_gathers_its_tensors_where_the_pinned_hook_expects():
+    """A torch release that changes ``Adam._init_group`` turns the layout-free path off; this says it happened."""
+    assert adam.OWN_INIT_GROUP, "torch.optim.Adam._init_group changed: re-pin engines/adam.py's PINNED_INIT_GROUP"

@@ -75,3 +75,13 @@ def test_bf16_without_native_support_is_a_user_error(monkeypatch):
     with pytest.raises(UserError, match="no native bf16"):
         resolve_precision("bf16", torch.device("cpu"))
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    amd_avx2 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma\n\nflags\t\t: avx512_bf16\n"
+    assert not device_module.cpu_has_native_bf16(amd_avx2)  # the first CPU's flags only
+    assert device_module.cpu_has_native_bf16("flags\t: avx2 avx512f avx512_bf16\n")
+    assert device_module.cpu_has_native_bf16("flags\t: avx2 amx_bf16 amx_tile\n")
+    assert not device_module.cpu_has_native_bf16("flags\t: avx2 avx512f avx512bw avx512vl\n")  # emulated only
+    assert device_module.cpu_has_native_bf16("Features\t: fp asimd sve bf16 i8mm\n")  # Arm
+    assert not device_module.cpu_has_native_bf16("")  # no /proc/cpuinfo
