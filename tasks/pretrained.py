@@ -13,10 +13,10 @@ import contextlib
 import difflib
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.error import URLError
 from urllib.parse import urlparse
 
@@ -101,17 +101,65 @@ def downloaded_state_dict(name: str, weights: WeightsEnum) -> dict[str, Any]:
     return state_dict
 
 
+def no_change(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return state_dict
+
+
+def drop_googlenets_auxiliary_heads(model: torch.nn.Module) -> None:
+    model.aux_logits, model.aux1, model.aux2 = False, None, None  # untrained heads, unused in eval mode
+
+
+# DenseNet's published weights name a layer's parts "norm.1" and "conv.2", which module names no longer allow.
+OLD_DENSE_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def renamed_dense_layer_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return {OLD_DENSE_LAYER_KEY.sub(r"\1\2", key): value for key, value in state_dict.items()}
+
+
+@dataclass(frozen=True)
+class ForWeights:
+    """What torchvision's builder of a model does when it is given weights, beyond ``num_classes``: the arguments
+    it sets from them, the keys of older published files it renames, what it changes after loading."""
+
+    arguments: Callable[[WeightsEnum], dict[str, Any]] = lambda weights: {}
+    keys: Callable[[dict[str, Any]], dict[str, Any]] = no_change
+    after_load: Callable[[torch.nn.Module], None] = lambda model: None
+
+
+PRETRAINED_INPUT = {"transform_input": True, "aux_logits": True, "init_weights": False}
+
+# By the start of the model's name. Read from torchvision 0.29's builders; tests/tasks/test_pretrained_table.py
+# builds each against torchvision's own builder.
+FOR_WEIGHTS: dict[str, ForWeights] = {
+    "inception_v3": ForWeights(lambda weights: PRETRAINED_INPUT),
+    "googlenet": ForWeights(lambda weights: PRETRAINED_INPUT, after_load=drop_googlenets_auxiliary_heads),
+    "vit_": ForWeights(lambda weights: {"image_size": weights.meta["min_size"][0]}),
+    "maxvit_": ForWeights(lambda weights: {"input_size": weights.meta["min_size"]}),
+    "densenet": ForWeights(keys=renamed_dense_layer_keys),
+    "vgg": ForWeights(lambda weights: {"init_weights": False}),
+}
+
+
+def for_weights(name: str) -> ForWeights:
+    return next((entry for prefix, entry in FOR_WEIGHTS.items() if name.startswith(prefix)), ForWeights())
+
+
 def built_with(name: str, weights: WeightsEnum, state_dict: Any, source: str) -> torch.nn.Module:
+    """``name`` as torchvision's builder makes it for ``weights``, holding ``state_dict`` (read and checked here)."""
     if not isinstance(state_dict, Mapping) or not all(isinstance(key, str) for key in state_dict):
         raise UserError(f"{source}: not a state dict (a mapping of parameter names to tensors)")
-    # torchvision's builders shape the model for its weights (Inception's input transform, ViT-H's image size,
-    # DenseNet's renamed keys) and read them through weights.get_state_dict: handing them the state dict read here
-    # (checked, weights_only) keeps all of that, and downloads nothing.
-    with mock.patch.object(type(weights), "get_state_dict", lambda *args, **kwargs: dict(state_dict)):
-        try:
-            return get_model(name, weights=weights).eval()
-        except RuntimeError as error:  # load_state_dict: missing or unexpected keys, shapes that differ
-            raise UserError(f"{source}: not the weights of {name} ({mismatch(error)})") from None
+    entry = for_weights(name)
+    arguments = {"num_classes": len(weights.meta["categories"]), **entry.arguments(weights)}
+    model = get_model(name, weights=None, **arguments)
+    try:
+        model.load_state_dict(entry.keys(dict(state_dict)))
+    except RuntimeError as error:  # missing or unexpected keys, shapes that differ
+        raise UserError(f"{source}: not the weights of {name} ({mismatch(error)})") from None
+    entry.after_load(model)
+    return model.eval()
 
 
 def mismatch(error: RuntimeError) -> str:

@@ -33,18 +33,20 @@ def sources(directory: str) -> list[Path]:
     return sorted((REPO / directory).rglob("*.py"))
 
 
-def project_imports(path: Path) -> list[tuple[str, int]]:
-    """(top-level project package, line) for each import in ``path``, the ones inside functions included."""
+def imported_modules(path: Path) -> list[tuple[str, int]]:
+    """(module, line) for each absolute import in ``path`` (``from a.b import c`` -> ``a.b``), inside functions too."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found += [(name.split(".")[0], node.lineno) for name in names if name.split(".")[0] in ALLOWED]
+            found.append((node.module, node.lineno))
     return found
+
+
+def project_imports(path: Path) -> list[tuple[str, int]]:
+    """(top-level project package, line) for each import in ``path``, the ones inside functions included."""
+    return [(name.split(".")[0], line) for name, line in imported_modules(path) if name.split(".")[0] in ALLOWED]
 
 
 def crossings(directory: str) -> list[str]:
@@ -236,3 +238,14 @@ def test_the_private_name_check_sees_attributes_and_imports(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from torch.utils.data.dataloader import _Iter\nstudy._storage.get(trial._trial_id)\nself._x\n")
     assert sorted(name for _, name in private_names(sample)) == ["_Iter", "_storage", "_trial_id"]
+
+
+@pytest.mark.parametrize("directory", [*PACKAGES, "scripts"])
+def test_no_mock_outside_the_tests(directory):
+    found = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in sources(directory)
+        for name, line in imported_modules(path)
+        if name.split(".")[0] == "unittest"
+    ]
+    assert found == []
