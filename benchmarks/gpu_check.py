@@ -1,23 +1,26 @@
-"""One prepared GPU check (issue 17): exact resume, speed eager / compiled / CUDA graphs, producer frames/s, a profile.
+"""One prepared GPU check (issues 17, 27): exact resume, speed eager / CUDA graphs / compiled, producer frames/s, a
+profile.
 
-    python benchmarks/gpu_check.py --dev cuda --out gpu_check.md     # under 7 minutes (--budget-s 420)
-    python benchmarks/gpu_check.py --dev cpu --quick --out check.md  # tiny sizes, about a minute: tries the script
+    python benchmarks/gpu_check.py --dev cuda --out gpu_check.md     # 7 minutes at most (--budget-s 420)
+    python benchmarks/gpu_check.py --dev cpu --quick --out check.md  # tiny sizes, 3 minutes at most: tries the script
 
-Every measurement is a subprocess with its own timeout, and all of them fit in ``--budget-s``. A step that fails or
-times out becomes a row that says so, with what it measured before; a step the budget no longer allows is marked
-"not run". The markdown file is rewritten after every step, so a killed check still leaves its rows so far. Steps:
+Every measurement is a subprocess with its own timeout, taken in the order of what matters most (``step_names``), and
+the planned shares add up to the budget: each step may use its own share and what earlier steps left unused, never
+more than what is left. The plan (order, share, running total) is printed first. A step that fails or times out
+becomes a row that says so, with what it measured before; a step the budget no longer allows is marked "not run".
+The markdown file is rewritten after every step, so a killed check still leaves its rows so far. Steps:
 
 a. ``scripts/verify_resume.py atari_gan --dev cuda --max-iters 200 --checkpoint-every 100 --log-every 10
    --eval-every 100 --kills 1``: a straight 200-iteration run, and one SIGKILLed at a random moment between
-   iterations 100 and 200 and resumed from its checkpoint at 100; every logged number compared (exact, or the
-   largest difference on CUDA, where cuDNN is not deterministic). Atari-FID's
-   classifier is built first (``scripts/atari_fid.py``, cached; tens of seconds on first use): if that fails or
-   times out, the resume check runs with ``--eval-every 0`` and says so.
+   iterations 100 and 200 and resumed from its checkpoint at 100; every logged number compared, exactly: on CUDA both
+   runs use ``--deterministic`` kernels. Atari-FID's classifier is built first (``scripts/atari_fid.py``, cached;
+   tens of seconds on first use): if that fails or times out, the resume check runs with ``--eval-every 0`` and says
+   so.
 b. ``scripts/atari_gan.py`` at the chapter's sizes, eager, ``--compile``, and ``--compile --compile-mode
    reduce-overhead`` (CUDA graphs), ``--eval-every 0``: seconds per 100 iterations from the run's ``metrics.jsonl``
    (the median of its ``iters_per_sec`` records after the first few), the warm-up / compile time those first records
    took beyond the steady rate, and the process's wall time.
-c. ``benchmarks/frame_stream.py --workers N --json`` for N = 1..8: the producer's frames/s (its last stdout line).
+c. ``benchmarks/frame_stream.py --workers N --json`` for N = 1, 2, 4: the producer's frames/s (its last stdout line).
 d. torch.profiler (CPU and CUDA) over 20 steps of the runner's step, built as the launcher builds it
    (``benchmarks/step_switches.make_step``), on synthetic batches: ``key_averages().table``.
 """
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,20 +65,27 @@ class Plan:
     speed_log_every: int = 100
     warmup_records: int = 3  # records left out of the steady rate (compile, CUDA graph capture, cuDNN autotuning)
     frame_flags: tuple[str, ...] = ("--batches", "1000")  # 16,000 frames: seconds at N = 1
-    max_workers: int = 8
+    workers: tuple[int, ...] = (1, 2, 4)
     profile_steps: int = 20
     budget_s: float = 420
-    timeouts: dict[str, float] = field(
+    # Each step's share of the budget (the producers' per N); in the order they run, they add up to the budget less
+    # MARGIN_S.
+    shares: dict[str, float] = field(
         default_factory=lambda: {
-            "classifier": 120,
-            "resume": 120,
-            "eager": 60,
-            "compile": 150,
-            "producer": 30,
-            "profile": 60,
+            "classifier": 40,
+            "resume": 110,
+            "eager": 45,
+            "cuda-graphs": 80,
+            "compile": 70,
+            "producer": 15,
+            "profile": 25,
         }
     )
     least_s: float = 10  # a step with less time than this left is not started
+
+    def planned(self) -> list[tuple[str, float]]:
+        """(step, share) in the order they run."""
+        return [(name, self.shares[share_of(name)]) for name in step_names(self.workers)]
 
 
 QUICK = Plan(
@@ -96,19 +107,50 @@ QUICK = Plan(
     speed_log_every=10,
     warmup_records=1,
     frame_flags=("--batches", "20", "--batch-size", "4", "--image-size", "16"),
-    max_workers=2,
+    workers=(1, 2),
     profile_steps=5,
-    budget_s=90,
-    timeouts={"classifier": 20, "resume": 60, "eager": 20, "compile": 30, "producer": 15, "profile": 20},
+    budget_s=180,
+    shares={
+        "classifier": 15,
+        "resume": 60,
+        "eager": 15,
+        "cuda-graphs": 25,
+        "compile": 25,
+        "producer": 10,
+        "profile": 15,
+    },
     least_s=3,
 )
+
+
+def step_names(workers: tuple[int, ...]) -> list[str]:
+    """The steps by priority: is resume exact, how fast eager, then with CUDA graphs, compiled; the frames the
+    producers make; a profile."""
+    return ["classifier", "resume", "eager", "cuda-graphs", "compile", *[f"producer-{n}" for n in workers], "profile"]
+
+
+def share_of(step: str) -> str:
+    return "producer" if step.startswith("producer-") else step
+
+
+def plan_lines(plan: Plan, budget_s: float) -> list[str]:
+    """The order, each step's share and the running total, against the budget (printed before anything runs)."""
+    lines, total = [f"plan: {budget_s:.0f} s budget, {MARGIN_S} s kept for the last write"], 0.0
+    for index, (name, share) in enumerate(plan.planned(), 1):
+        total += share
+        lines.append(f"  {index}. {name:<12} {share:>4.0f} s   (total {total:>4.0f} s)")
+    fits = "fits" if total <= budget_s - MARGIN_S else "does not fit: the last steps get what is left"
+    lines.append(f"  planned {total:.0f} s of {budget_s - MARGIN_S:.0f} s: {fits}")
+    return lines
+
+
 SPEED_CONFIGS = {  # name in the table -> (run folder, flags)
     "eager": ("eager", ()),
-    "`--compile`": ("compile", ("--compile",)),
     "`--compile --compile-mode reduce-overhead` (CUDA graphs)": (
         "cuda-graphs",
         ("--compile", "--compile-mode", "reduce-overhead"),
     ),
+    "`--compile`": ("compile", ("--compile",)),
 }
 
 
@@ -130,18 +172,24 @@ class Ran:
 
 
 class Budget:
+    """The time left, and each step's timeout: its share, plus what the steps before it left unused of theirs, never
+    more than is left; so no step can take a later step's share."""
+
     def __init__(self, seconds: float, least: float):
         self.started = time.monotonic()
         self.deadline = self.started + seconds
         self.least = least
+        self.planned: float | None = None  # the time before the first step, and the shares of the steps started
 
     def left(self) -> float:
         return self.deadline - time.monotonic() - MARGIN_S
 
-    def timeout(self, wanted: float) -> float | None:
+    def timeout(self, share: float) -> float | None:
         """The time a step may take, or None when too little is left to start it."""
-        left = self.left()
-        return min(wanted, left) if left >= self.least else None
+        now = self.used()
+        self.planned = (now if self.planned is None else self.planned) + share  # the header's time is no step's
+        allowed = min(self.planned - now, self.deadline - self.started - now - MARGIN_S)
+        return allowed if allowed >= self.least else None
 
     def used(self) -> float:
         return time.monotonic() - self.started
@@ -281,7 +329,14 @@ class Report:
         temporary.replace(path)
 
 
-PARTS = ("resume", "eager", "compile", "cuda-graphs", "producer", "profile")
+PARTS = ("resume", "eager", "cuda-graphs", "compile", "producer", "profile")
+
+
+def part_of(step: str) -> str:
+    """The ``--only`` name of a step."""
+    return "producer" if step.startswith("producer-") else step
+
+
 RESUME = "a. End to end with a resume"
 SPEED = "b. Speed: seconds per 100 iterations"
 PRODUCER = "c. Frame producer: frames/s by worker processes"
@@ -348,7 +403,7 @@ class Check:
         speed_columns = ["configuration", "s / 100 it", "it/s", "warm-up / compile s", "process s", "result"]
         self.report.table(SPEED, speed_columns, list(SPEED_CONFIGS))
         producer_columns = ["workers", "frames/s", "per worker", f"share of {TARGET_FRAMES:,} frames/s", "result"]
-        self.report.table(PRODUCER, producer_columns, [str(n) for n in range(1, plan.max_workers + 1)])
+        self.report.table(PRODUCER, producer_columns, [str(n) for n in plan.workers])
         sizes = " ".join(plan.sizes) or "the chapter's sizes (64x64, batch 16, 64 filters)"
         speed_note = (
             f"Sizes: {sizes}; `--eval-every 0`, {plan.speed_iters} iterations, `--log-every {plan.speed_log_every}`; "
@@ -366,8 +421,8 @@ class Check:
     def save(self) -> None:
         self.report.write(self.out)
 
-    def step(self, name: str, command: list[str], timeout_key: str) -> Ran | None:
-        timeout = self.budget.timeout(self.plan.timeouts[timeout_key])
+    def step(self, name: str, command: list[str]) -> Ran | None:
+        timeout = self.budget.timeout(self.plan.shares[share_of(name)])
         if timeout is None:
             return None
         print(f"[{self.budget.used():5.0f} s] {name}: {shlex.join(command[1:])}", flush=True)
@@ -381,9 +436,7 @@ class Check:
     # a.
     def resume(self) -> None:
         plan, dev = self.plan, self.args.dev
-        ran = self.step(
-            "classifier", self.python("scripts/atari_fid.py", "--image-size", str(plan.fid_size)), "classifier"
-        )
+        ran = self.step("classifier", self.python("scripts/atari_fid.py", "--image-size", str(plan.fid_size)))
         if ran is None:
             return
         with_fid = ran.ok
@@ -395,11 +448,11 @@ class Check:
             flags[flags.index("--eval-every") + 1] = "0"
             self.report.note(RESUME, "The classifier was not ready, so the resume check ran with `--eval-every 0`.")
         flags += ["--work-dir", str(self.work / "resume")]
-        ran = self.step("resume", self.python("scripts/verify_resume.py", *flags), "resume")
+        ran = self.step("resume", self.python("scripts/verify_resume.py", *flags))
         if ran is None:
             return
         outcome = last_line(ran.stdout)
-        compared = outcome.startswith(("exact", "not bit-exact", "differs"))
+        compared = outcome.startswith(("exact", "differs"))
         result = outcome if compared else ran.status
         self.report.set(RESUME, "resume check", f"{ran.seconds:.1f}", result)
         how = (
@@ -434,7 +487,7 @@ class Check:
             str(run_dir),
             *flags,
         )
-        ran = self.step(f"speed-{slug}", command, "compile" if flags else "eager")
+        ran = self.step(slug, command)
         if ran is None:
             return
         speed = speed_of(run_dir / "metrics.jsonl", plan.speed_log_every, plan.warmup_records)
@@ -454,38 +507,31 @@ class Check:
         self.save()
 
     # c.
-    def producer(self) -> None:
-        last = self.plan.max_workers
-        for workers in range(1, last + 1):
-            row = str(workers)
-            command = self.python(self.args.frame_stream, "--workers", row, "--json", *self.plan.frame_flags)
-            ran = self.step(f"producer-{workers}", command, "producer")
-            if ran is None:
-                return
-            record = frames_record(ran.stdout)
-            if record is None and option_missing(ran):
-                missing = f"not available: {Path(self.args.frame_stream).name} has no --workers / --json"
-                for later in range(workers, last + 1):
-                    self.report.set(PRODUCER, str(later), "", "", "", missing)
-                self.save()
-                return
-            if record is None:
-                status = ran.status if not ran.ok else f"no JSON result line: {last_line(ran.stdout)}"
-                self.report.set(PRODUCER, row, "", "", "", status)
-            else:
-                fps = float(record["frames_per_s"])
-                extra = [f"{key} {value:.4g}" for key, value in record.items() if isinstance(value, float)]
-                extra = [item for item in extra if not item.startswith("frames_per_s ")][:3]
-                status = ran.status + (f" ({', '.join(extra)})" if extra else "")
-                self.report.set(
-                    PRODUCER, row, f"{fps:,.0f}", f"{fps / workers:,.0f}", f"{fps / TARGET_FRAMES:.0%}", status
-                )
-            self.save()
+    def producer(self, workers: int) -> None:
+        row = str(workers)
+        command = self.python(self.args.frame_stream, "--workers", row, "--json", *self.plan.frame_flags)
+        ran = self.step(f"producer-{workers}", command)
+        if ran is None:
+            return
+        record = frames_record(ran.stdout)
+        if record is None and option_missing(ran):
+            missing = f"not available: {Path(self.args.frame_stream).name} has no --workers / --json"
+            self.report.set(PRODUCER, row, "", "", "", missing)
+        elif record is None:
+            status = ran.status if not ran.ok else f"no JSON result line: {last_line(ran.stdout)}"
+            self.report.set(PRODUCER, row, "", "", "", status)
+        else:
+            fps = float(record["frames_per_s"])
+            extra = [f"{key} {value:.4g}" for key, value in record.items() if isinstance(value, float)]
+            extra = [item for item in extra if not item.startswith("frames_per_s ")][:3]
+            status = ran.status + (f" ({', '.join(extra)})" if extra else "")
+            self.report.set(PRODUCER, row, f"{fps:,.0f}", f"{fps / workers:,.0f}", f"{fps / TARGET_FRAMES:.0%}", status)
+        self.save()
 
     # d.
     def profile(self) -> None:
         flags = ["--profile-step", "--dev", self.args.dev, "--steps", str(self.plan.profile_steps)]
-        ran = self.step("profile", self.python("benchmarks/gpu_check.py", *flags, *self.plan.sizes), "profile")
+        ran = self.step("profile", self.python("benchmarks/gpu_check.py", *flags, *self.plan.sizes))
         if ran is None:
             return
         self.report.profile = ran.stdout if ran.ok else f"{ran.status}\n{ran.stdout[-3000:]}"
@@ -496,31 +542,30 @@ class Check:
         if part == "resume":
             for row in self.report.sections[RESUME][1]:
                 self.report.set(RESUME, row, "", reason)
-        elif part == "producer":
-            for row in self.report.sections[PRODUCER][1]:
-                self.report.set(PRODUCER, row, "", "", "", reason)
+        elif part.startswith("producer-"):
+            self.report.set(PRODUCER, part.removeprefix("producer-"), "", "", "", reason)
         elif part == "profile":
             self.report.profile = reason
         else:
             name = next(name for name, (slug, _) in SPEED_CONFIGS.items() if slug == part)
             self.report.set(SPEED, name, "", "", "", "", reason)
 
-    def run(self) -> None:
-        """The cheap and sure steps first; the compiled runs, whose compile time is least known, last (CUDA graphs
-        first of those: the 0.2 s per 100 iterations target rests on them)."""
+    def steps(self) -> dict[str, Callable[[], None]]:
+        """``step_names``' steps (the classifier's is the first half of ``resume``), by name, in their order."""
         by_slug = {slug: name for name, (slug, _) in SPEED_CONFIGS.items()}
-        steps = {
-            "eager": lambda: self.speed(by_slug["eager"]),
-            "resume": self.resume,
-            "producer": self.producer,
-            "profile": self.profile,
-            "cuda-graphs": lambda: self.speed(by_slug["cuda-graphs"]),
-            "compile": lambda: self.speed(by_slug["compile"]),
-        }
+        steps: dict[str, Callable[[], None]] = {"resume": self.resume}
+        for slug in ("eager", "cuda-graphs", "compile"):
+            steps[slug] = lambda name=by_slug[slug]: self.speed(name)
+        steps.update({f"producer-{n}": lambda n=n: self.producer(n) for n in self.plan.workers})
+        steps["profile"] = self.profile
+        return steps
+
+    def run(self) -> None:
+        """The steps by priority: resume exactness, eager speed, CUDA graphs, compile, the producers, the profile."""
         reason = "stopped before it ran"
         try:
-            for part, step in steps.items():
-                if self.args.only and part not in self.args.only:
+            for part, step in self.steps().items():
+                if self.args.only and part_of(part) not in self.args.only:
                     self.leave_out(part)
                 else:
                     step()
@@ -561,7 +606,7 @@ def profile_step(dev: str, steps: int, size_flags: list[str]) -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
-    train(5)  # cuDNN's algorithm search, allocator warm-up
+    train(5)  # the allocator's first blocks, lazy initialisations (and cuDNN's search, under --cudnn-benchmark)
     seconds = train(steps)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as profiler:
@@ -623,6 +668,7 @@ def main(argv: list[str] | None = None) -> None:
             work.mkdir(parents=True, exist_ok=True)
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_check-")))
+        print("\n".join(plan_lines(plan, args.budget_s)), flush=True)
         check = Check(args, plan, work)
         check.run()
     print(check.report.markdown())

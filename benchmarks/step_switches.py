@@ -14,6 +14,8 @@ import statistics
 import time
 from types import SimpleNamespace
 
+import torch
+
 import tasks.atari_gan as task
 from engines.gan import create_gan_trainer
 from runner.device import resolve_device, resolve_precision
@@ -45,9 +47,11 @@ def make_step(flags: str):
     device = resolve_device(settings.dev)
     seed_everything(settings.seed)
     gan = build_gan(settings, *task.make_networks(settings), device)
-    step = gan_step_of(settings, resolve_precision(settings.precision, device))
+    precision = resolve_precision(settings.precision, device)
+    step = gan_step_of(settings, precision, device)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None  # as the launcher: fp16 needs one
     networks, optimizers = (gan.generator, gan.discriminator), (gan.gen_optimizer, gan.dis_optimizer)
-    trainer = create_gan_trainer(*networks, *optimizers, device, step, augment=make_augment(settings))
+    trainer = create_gan_trainer(*networks, *optimizers, device, step, scaler, make_augment(settings))
     return trainer._process_function, SimpleNamespace(state=SimpleNamespace(iteration=0))
 
 

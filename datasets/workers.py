@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from datasets.ale import AleFrames, check_games
-from datasets.atari import frames_to_tensor, state_with_bytes, state_with_tensors
+from datasets.atari import frame_batch, state_with_bytes, state_with_tensors
 from runner.errors import UserError
 
 _WORKER_SEED_TAG = 0x5752  # keeps worker k's seed apart from rank k's (runner.distributed.rank_seed)
@@ -134,13 +134,14 @@ class WorkerFrames:
         seed: int,
         workers: int,
         pin_memory: bool = False,
+        uint8: bool = False,
     ):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         check_games(games)
         self.games, self.batch_size, self.image_size = tuple(games), batch_size, image_size
         self.seeds = [worker_seed(seed, index) for index in range(workers)]
-        self.pin_memory = pin_memory
+        self.pin_memory, self.uint8 = pin_memory, uint8
         self.resume_hint = ""  # "resume with ...": the task sets it once it knows the run directory
         self._states: list[dict | None] = [None] * workers  # as of the last batch consumed (None: fresh, not begun)
         self._next = 0
@@ -168,7 +169,7 @@ class WorkerFrames:
             raise ProducerDied(f"{error}; {self.resume_hint or 'the run checkpoints are kept'}") from None
         self._states[self._next] = state
         self._next = (self._next + 1) % self.workers
-        batch = frames_to_tensor(frames)
+        batch = frame_batch(frames, self.uint8)
         return batch.pin_memory() if self.pin_memory else batch
 
     def state_dict(self) -> dict:

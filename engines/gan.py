@@ -45,6 +45,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics import FID
 from torch import nn
 
+from datasets.frames import frames_to_float
 from engines.augment import DiffAugment
 from engines.distributed import copy_buffers_from_rank_zero, mean_over_ranks
 from engines.gan_losses import LOSSES, NEEDS_REAL_LOGITS_FOR_G, discriminator_loss, generator_loss, r1_penalty
@@ -63,6 +64,9 @@ class GanStep:
     loss: str = "bce"  # engines.gan_losses.LOSSES
     r1_weight: float = 0.0  # gamma of the R1 penalty, gamma / 2 * E||grad D(real)||^2 (0: none)
     r1_every: int = 16  # lazy R1: computed every k-th discriminator iteration, weighted by k
+    # The numbers stay on the device as float64 tensors (a GPU's: the host then never waits for a step; float64, so
+    # the running averages' arithmetic is the Python floats'), instead of Python floats after one sync per step.
+    losses_on_device: bool = False
 
 
 class LastLosses:
@@ -74,7 +78,7 @@ class LastLosses:
         self.values = dict.fromkeys(names, float("nan"))
 
     def state_dict(self) -> dict[str, float]:
-        return dict(self.values)
+        return {name: float(value) for name, value in self.values.items()}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.values.update((name, float(value)) for name, value in state.items())
@@ -168,8 +172,9 @@ class GanProcess:
     def __call__(self, engine: Engine, real_batch: torch.Tensor) -> dict[str, float]:
         index, step = engine.state.iteration - 1, self.step
         real = real_batch.to(self.device, non_blocking=self.device.type == "cuda")
-        if step.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
+        if real.dtype == torch.uint8:  # frames as the emulators made them: converted here, on the device
+            real = frames_to_float(real)
+        real = real.contiguous(memory_format=torch.channels_last if step.channels_last else torch.contiguous_format)
         noise = torch.randn(real.shape[0], self.latent_size, 1, 1, device=self.device)
         train_dis, train_gen = index % step.d_every == 0, index % step.g_every == 0
         # Without a generator step no graph is kept (and DDP expects a backward after a forward that records one).
@@ -183,11 +188,12 @@ class GanProcess:
             numbers["loss_gen"] = self.generator_step(real, fake)
         if self.scaler is not None and numbers:  # update() needs a step() before it
             self.scaler.update()
-        if numbers:  # one device sync for every number, averaged over the ranks
+        if numbers:  # averaged over the ranks; then one device sync for every number, or none
             values = mean_over_ranks(torch.stack(list(numbers.values())).float())
-            self.last.values.update(zip(numbers, values.tolist(), strict=True))
+            values = values.double().unbind() if step.losses_on_device else values.tolist()
+            self.last.values.update(zip(numbers, values, strict=True))
         if "d_real_sign" in numbers:  # ADA: the strength follows D's confidence, the same on every rank
-            self.augment.adapt(self.last.values["d_real_sign"])
+            self.augment.adapt(float(self.last.values["d_real_sign"]))
             self.last.values["augment_p"] = self.augment.p
         return dict(self.last.values)
 

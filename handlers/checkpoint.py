@@ -31,7 +31,7 @@ from handlers.collapse import CollapseWatch
 from runner.distributed import agree, per_rank
 from runner.errors import CannotWrite
 from runner.files import save_atomically
-from runner.rng import GlobalRNG
+from runner.rng import CPU, GlobalRNG
 
 
 class RunDirSaver(DiskSaver):
@@ -110,14 +110,15 @@ class ExactResume:
         n_saved: int = 2,
         per_epoch: bool = False,
         optional: Collection[str] = (),
+        device: torch.device = CPU,
     ):
         """``per_epoch``: save every ``every`` epochs, and at the end only on an epoch boundary (an epoch-based task
         restarts its data loader at each epoch, so only a state between epochs can be continued exactly).
         ``optional``: names a checkpoint may lack (e.g. a GradScaler when resuming a bf16 run in fp16); they keep
-        their fresh state."""
+        their fresh state. ``device``: the run's, whose CUDA generator the checkpoint holds."""
         if n_saved < 2:
             raise ValueError("n_saved must be >= 2: a kill during rotation must leave a whole checkpoint")
-        self.to_save = {**to_save, "rng": per_rank(GlobalRNG()), "settings": SettingsRecord(settings)}
+        self.to_save = {**to_save, "rng": per_rank(GlobalRNG(device)), "settings": SettingsRecord(settings)}
         self.directory = Path(directory)
         self.every = every
         self.per_epoch = per_epoch

@@ -7,16 +7,20 @@ tb_logger = attach_tensorboard(trainer, run_dir, every=100, resumed_at=None)
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger
 from ignite.metrics import RunningAverage
 
 
-def attach_running_averages(engine: Engine, output_keys: Sequence[str]) -> dict[str, RunningAverage]:
-    """One ``RunningAverage`` per output key, attached as metric ``avg_<key>``; returned so they can be checkpointed."""
+def attach_running_averages(
+    engine: Engine, output_keys: Sequence[str], device: torch.device | str = "cpu"
+) -> dict[str, RunningAverage]:
+    """One ``RunningAverage`` per output key, attached as metric ``avg_<key>``; returned so they can be checkpointed.
+    Outputs that are tensors on ``device`` are averaged there, without a copy to the host."""
     averages = {}
     for key in output_keys:
-        average = RunningAverage(output_transform=lambda output, key=key: output[key])
+        average = RunningAverage(output_transform=lambda output, key=key: output[key], device=device)
         average.attach(engine, f"avg_{key}")
         averages[f"avg_{key}"] = average
     return averages

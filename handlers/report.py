@@ -36,11 +36,15 @@ class ConsoleReport:
         print(f"iter {engine.state.iteration}/{total} | {shown}", flush=True)
 
 
-def attach_progress(engine: Engine, every: int, metric_names: Sequence[str], interactive: bool | None = None) -> None:
-    """A progress bar when stderr is a terminal, else plain report lines (logs stay readable in files and CI)."""
+def attach_progress(
+    engine: Engine, every: int, metric_names: Sequence[str], interactive: bool | None = None, bar_every: int = 1
+) -> None:
+    """A progress bar when stderr is a terminal, redrawn every ``bar_every`` iterations, else plain report lines every
+    ``every`` (logs stay readable in files and CI)."""
     if interactive is None:
         interactive = sys.stderr.isatty()
     if interactive:
-        ProgressBar(persist=True).attach(engine, metric_names=list(metric_names))
+        event = Events.ITERATION_COMPLETED(every=bar_every)
+        ProgressBar(persist=True).attach(engine, metric_names=list(metric_names), event_name=event)
     else:
         ConsoleReport(every, metric_names).attach(engine)

@@ -1,4 +1,8 @@
-"""Resolve ``--dev`` once, in one place."""
+"""Resolve ``--dev`` once, in one place, and say how its kernels are chosen (``--deterministic``,
+``--cudnn-benchmark``)."""
+
+import os
+import re
 
 import torch
 
@@ -8,6 +12,34 @@ from runner.machine import cpu_fields
 # The CPU instructions that run bf16 products natively: x86's AVX512-BF16 and AMX, Arm's BF16 extension. oneDNN also
 # accepts bf16 on AVX512 cores without them, by conversion, which is slower than fp32 there.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+# cuBLAS's workspace that makes its products deterministic (CUDA 10.2 and later); read when its first handle is made.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+# torch's message when an operation has none: "<operation> does not have a deterministic implementation, but you set
+# 'torch.use_deterministic_algorithms(True)'. ..."
+NO_DETERMINISTIC_KERNEL = re.compile(r"(\S+) does not have a deterministic implementation")
+
+
+def choose_kernels(deterministic: bool, cudnn_benchmark: bool) -> None:
+    """Before CUDA starts: deterministic kernels everywhere (torch's switch, cuDNN's, cuBLAS's workspace), or
+    cuDNN's benchmark mode (it times each convolution's algorithms at the first step), or neither (the default).
+    CPU kernels are deterministic either way."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
+
+
+def nondeterministic_refusal(error: RuntimeError) -> UserError | None:
+    """``--deterministic`` met an operation with no deterministic kernel: one line naming it (None: another error)."""
+    found = NO_DETERMINISTIC_KERNEL.search(str(error))
+    if found is None:
+        return None
+    return UserError(
+        f"--deterministic: {found.group(1)} has no deterministic kernel on this device; run without --deterministic"
+    )
 
 
 def resolve_device(name: str) -> torch.device:

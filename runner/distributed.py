@@ -98,23 +98,40 @@ def rank_batch_size(batch_size: int) -> int:
 
 
 def rank_device(device: torch.device) -> torch.device:
-    """On CUDA each rank of a node takes its own GPU."""
-    if device.type != "cuda" or world_size() == 1:
+    """The device this process runs on, made CUDA's current one: each rank of a node takes its own GPU, one process
+    the one ``--dev`` names. (Left on GPU 0, bf16 support would be asked of it, ``synchronize`` would wait on it, and
+    a context would be made on it.)"""
+    if device.type != "cuda":
         return device
-    local = torch.device("cuda", idist.get_local_rank())
-    torch.cuda.set_device(local)
-    return local
+    if world_size() > 1:
+        device = torch.device("cuda", idist.get_local_rank())
+    elif device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    torch.cuda.set_device(device)
+    return device
 
 
 def wrap_model(module: torch.nn.Module) -> torch.nn.Module:
-    """``DistributedDataParallel`` around ``module`` when there are several ranks (``idist.auto_model``), else
-    ``module``. The module must already be on this rank's device; DDP copies rank 0's weights to every rank."""
+    """``DistributedDataParallel`` around ``module`` when there are several ranks, else ``module``. The module must
+    already be on this rank's device, which DDP is told (``idist.auto_model`` would move it to a GPU wherever CUDA
+    is available, a CPU run's too). DDP copies rank 0's weights to every rank."""
     if world_size() == 1:
         return module
+    device = next(module.parameters()).device
     # find_unused_parameters keeps DDP from re-ordering its gradient buckets after the first backward, which it
     # does once per process: a resumed process would reduce its first step in another bucket order than the
     # uninterrupted run, and with 3 or more ranks a float sum in another order is another number.
-    return idist.auto_model(module, sync_bn=False, find_unused_parameters=True)
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )
+
+
+def hide_cuda_from_cpu_ranks(dev: str) -> None:
+    """A CPU run's ranks see no GPU. Ignite's process group calls ``torch.cuda.set_device(local_rank)`` wherever
+    CUDA is available, whatever the backend: on a one-GPU machine rank 1 dies of "invalid device ordinal". Set
+    before anything in the process asks CUDA (torch reads it once); spawned ranks inherit it."""
+    if not dev.startswith("cuda"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def agree(error: UserError | None) -> None:
@@ -280,6 +297,7 @@ def run_ranks(train: Callable[[Any, Any], Any], settings: Any, resume: ResumePoi
         return train(settings, resume).exit_code
     settings = replace(settings, nproc_per_node=ranks)
     check_split(settings, ranks)
+    hide_cuda_from_cpu_ranks(settings.dev)
     quiet_launcher_logs()
     # DDP's C++ side warns that find_unused_parameters found none (wrap_model says why it is on); the spawned ranks
     # read this when torch loads. (torchrun's ranks have loaded torch by now: there it warns once per rank.)

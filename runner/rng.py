@@ -1,4 +1,4 @@
-"""Seeding and a checkpointable snapshot of every global RNG (python, numpy, torch CPU and CUDA).
+"""Seeding and a checkpointable snapshot of every global RNG (python, numpy, torch CPU, and the run's CUDA device).
 
 ``GlobalRNG().state_dict()`` holds only lists, numbers, strings and tensors, so it loads with
 ``torch.load(weights_only=True)``: no numpy objects, nothing that can run code.
@@ -16,8 +16,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CUDA generators too
 
 
+CPU = torch.device("cpu")
+
+
 class GlobalRNG:
-    """The process-wide generators, as an object Ignite's ``Checkpoint`` can save and load."""
+    """The process-wide generators, as an object Ignite's ``Checkpoint`` can save and load. On CUDA, the generator of
+    the run's own device: saved from it, and restored into the device of the run that resumes, whatever its index
+    (another GPU, another ``CUDA_VISIBLE_DEVICES``)."""
+
+    def __init__(self, device: torch.device = CPU):
+        self.device = device
 
     def state_dict(self) -> dict:
         version, internal, gauss_next = random.getstate()
@@ -31,7 +39,7 @@ class GlobalRNG:
                 "gauss": float(numpy_state["gauss"]),
             },
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -47,6 +55,7 @@ class GlobalRNG:
             }
         )
         torch.set_rng_state(state["torch"])
-        # A checkpoint made on a GPU machine resumes on a CPU one (not bit-exact then, but it runs).
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+        # A checkpoint made on a GPU resumes on the CPU too (not bit-exact then, but it runs). One written before
+        # the run's own device was recorded holds every visible device's, the first being a plain --dev cuda's.
+        if state["cuda"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"][0], self.device)

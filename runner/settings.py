@@ -122,7 +122,8 @@ class SettingsHooks(Protocol):
     """What a settings class may offer beyond its fields, each with a default in ``Settings``."""
 
     def validate(self) -> None:
-        """Checks across fields, after each field's own: raise ``ValueError`` with the reason (one line)."""
+        """Checks across fields, after each field's own: raise ``ValueError`` with the reason (one line). Each class
+        of the hierarchy that defines it checks its own fields: the base's run first, without ``super()``."""
 
     @classmethod
     def recipe_defaults(cls, explicit: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,6 +153,14 @@ class RunSettings(Settings):
     distributed: ClassVar[bool] = False
 
     dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
+    deterministic: bool = setting(
+        False, "deterministic kernels on CUDA, so that runs and resumes repeat exactly (slower; CPU runs always do)"
+    )
+    cudnn_benchmark: bool = setting(
+        False,
+        "let cuDNN time its algorithms at start on CUDA (faster for fixed shapes; not with --deterministic)",
+        resume="free",
+    )
     seed: int = setting(0, "seeds the weights, the noise and the data order", check=non_negative)
     output_dir: str = setting("", "run directory (default: runs/<task>-<date>-<time>)", resume="free")
     resume: str = setting("", "continue a run: its directory or one of its checkpoint files", resume="free")
@@ -163,6 +172,10 @@ class RunSettings(Settings):
     def check_ranks(self, ranks: int) -> None:
         """Raise ``UserError`` for what ``ranks`` processes cannot run (checked once, before they start)."""
         return None
+
+    def validate(self) -> None:
+        if self.deterministic and self.cudnn_benchmark:
+            raise ValueError("--cudnn-benchmark picks kernels by speed, which --deterministic rules out: give one")
 
 
 def positive_int(text: str) -> int:
@@ -324,10 +337,16 @@ def make_settings(settings_cls: type, values: Mapping[str, Any]) -> Any:
     for name, field in fields.items():
         _check_value(name, field, getattr(settings, name))
     try:
-        settings.validate()
+        for validate in own_validators(settings_cls):
+            validate(settings)
     except ValueError as reason:
         raise UserError(str(reason)) from None
     return settings
+
+
+def own_validators(settings_cls: type) -> list[Any]:
+    """The ``validate`` of each class of the hierarchy that defines one, the base's first."""
+    return [klass.__dict__["validate"] for klass in reversed(settings_cls.__mro__) if "validate" in klass.__dict__]
 
 
 def _check_value(name: str, field: dataclasses.Field, value: Any) -> None:

@@ -116,23 +116,22 @@ class AtariGan(GanTask):
         self.scoring = Scoring(metric, higher_is_better=False, record_prefix="", report_digits=None)
 
     def make_stream(self, device: torch.device, resume: ResumePoint | None) -> FrameStream | Prefetched | WorkerFrames:
-        self.stream = make_stream(self.settings, device, producer_workers(self.settings, device, resume))
-        return self.stream
+        return make_stream(self.settings, device, producer_workers(self.settings, device, resume))
 
     def make_networks(self) -> tuple[Generator, Discriminator]:
         return make_networks(self.settings)
 
     def attach_handlers(self, context: RunContext) -> Attached:
         super().attach_handlers(context)
-        if isinstance(self.stream, WorkerFrames):  # a dead producer's one line says how to go on
-            self.stream.resume_hint = f"the run's checkpoints are kept: resume with --resume {context.run.path}"
+        if isinstance(context.data, WorkerFrames):  # a dead producer's one line says how to go on
+            context.data.resume_hint = f"the run's checkpoints are kept: resume with --resume {context.run.path}"
         if not self.settings.eval_every:
             return Attached()
         return self.attach_fid_evaluation(context)
 
     def attach_fid_evaluation(self, context: RunContext) -> Attached:
         """Atari-FID every ``eval_every`` iterations, the best-FID weights kept, early stopping on FID if asked."""
-        settings, device, gan = self.settings, context.device, self.gan
+        settings, device, built = self.settings, context.device, context.built
         # The classifier and the real frames take seconds to make: a run pays for them at its first evaluation.
         features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=say), device)
         eval_seed = settings.seed + EVAL_SEED_OFFSET
@@ -141,7 +140,7 @@ class AtariGan(GanTask):
         )
         noise_source = torch.Generator().manual_seed(eval_seed)
         noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=noise_source).to(device)
-        generators = {name.replace("fake", "fid"): generator for name, generator in self.generators().items()}
+        generators = {name.replace("fake", "fid"): generator for name, generator in built.generators().items()}
         evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, device)
         batches = fid_batches(settings.fid_samples, FID_BATCH)
         PeriodicEvaluation(
@@ -152,9 +151,9 @@ class AtariGan(GanTask):
             context.tb_logger,
             with_records=lambda: {"fid_classifier": features.name},
         ).attach(context.trainer)
-        models = {"generator": gan.generator, "discriminator": gan.discriminator}
-        if self.ema_generator is not None:
-            models["generator_ema"] = self.ema_generator
+        models = {"generator": built.gan.generator, "discriminator": built.gan.discriminator}
+        if built.ema_generator is not None:
+            models["generator_ema"] = built.ema_generator
         state = keep_best(
             context.trainer,
             evaluator,
@@ -193,11 +192,12 @@ def make_stream(
     """The live frame stream (this process's share of each batch, from its own seed): made by ``workers``
     processes, or here, in a background thread if ``--producer`` says so."""
     batch_size, seed = rank_batch_size(settings.batch_size), rank_seed(settings.seed)
+    on_gpu = device.type == "cuda"  # uint8 frames pinned, copied as they are and converted there
     if workers:
-        return WorkerFrames(settings.games, batch_size, settings.image_size, seed, workers, device.type == "cuda")
-    stream = FrameStream(settings.games, batch_size, settings.image_size, seed)
+        return WorkerFrames(settings.games, batch_size, settings.image_size, seed, workers, on_gpu, uint8=on_gpu)
+    stream = FrameStream(settings.games, batch_size, settings.image_size, seed, uint8=on_gpu)
     if use_producer(settings, device):
-        return Prefetched(stream, depth=2, pin_memory=device.type == "cuda")
+        return Prefetched(stream, depth=2, pin_memory=on_gpu)
     return stream
 
 

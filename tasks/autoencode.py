@@ -181,6 +181,15 @@ def build_autoencoder(settings: AutoencodeSettings, image_shape: tuple[int, int,
     return ConvAutoencoder(side, channels, settings.conv_widths, settings.code_size, settings.kernel_size)
 
 
+@dataclass(frozen=True)
+class BuiltAutoencoder:
+    """What the autoencoder's later hooks need of what ``build`` made."""
+
+    model: ConvAutoencoder
+    valid_loader: DataLoader
+    epoch_length: int
+
+
 class Autoencode(Task):
     """The book's autoencoder, trained epoch by epoch on images as their own targets; its codes drawn at the end."""
 
@@ -192,39 +201,38 @@ class Autoencode(Task):
 
     def build(self, data: ImageData, device: torch.device) -> Parts:
         settings = self.settings
-        self.model = model = build_autoencoder(settings, data.image_shape).to(device)
+        model = build_autoencoder(settings, data.image_shape).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
         shuffle = torch.Generator().manual_seed(settings.seed)
         workers = settings.num_workers
         train_loader = shuffled_loader(AsOwnTarget(data.train), settings.batch_size, shuffle, workers)
-        self.valid_loader = DataLoader(AsOwnTarget(data.valid), max(256, settings.batch_size), num_workers=workers)
-        self.data, self.epoch_length = data, len(train_loader)
+        valid_loader = DataLoader(AsOwnTarget(data.valid), max(256, settings.batch_size), num_workers=workers)
         trainer = create_supervised_trainer_for(model, optimizer, torch.nn.MSELoss(), device)
         to_save = {"model": model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle)}
-        return Parts(trainer, train_loader, to_save)
+        return Parts(trainer, train_loader, to_save, built=BuiltAutoencoder(model, valid_loader, len(train_loader)))
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """Validation after every epoch with its reconstruction sheet, the lowest-val_loss weights kept as
         ``best_<iteration>.pt``, early stopping if asked."""
-        settings, trainer = self.settings, context.trainer
+        settings, trainer, built = self.settings, context.trainer, context.built
         metrics = {"loss": Loss(torch.nn.MSELoss())}
-        evaluator = create_supervised_evaluator_for(self.model, metrics, context.device)
+        evaluator = create_supervised_evaluator_for(built.model, metrics, context.device)
         PeriodicEvaluation(
-            evaluator, self.valid_loader, self.epoch_length, context.metrics_log, context.tb_logger, prefix="val_"
+            evaluator, built.valid_loader, built.epoch_length, context.metrics_log, context.tb_logger, prefix="val_"
         ).attach(trainer)
-        sheet_images = first_images(self.data.valid, SHEET_IMAGES)
-        ReconstructionSheets(self.model, sheet_images, context.run.samples, trainer, context.tb_logger).attach(
+        sheet_images = first_images(context.data.valid, SHEET_IMAGES)
+        ReconstructionSheets(built.model, sheet_images, context.run.samples, trainer, context.tb_logger).attach(
             evaluator
         )
         state = keep_best(
-            trainer, evaluator, {"model": self.model}, context.run.checkpoints, self.scoring.score, settings.patience
+            trainer, evaluator, {"model": built.model}, context.run.checkpoints, self.scoring.score, settings.patience
         )
         return Attached(evaluator, state)
 
     def finish(self, context: RunContext) -> None:
         iteration = context.trainer.state.iteration
-        figures = code_figures(self.settings, self.data)
-        figures.write(self.model, context.run.path, iteration, context.tb_logger.writer, context.device)
+        figures = code_figures(self.settings, context.data)
+        figures.write(context.built.model, context.run.path, iteration, context.tb_logger.writer, context.device)
 
     def finished_already(self, resume: ResumePoint, device: torch.device) -> None:
         """A run whose training is over but whose end figures are missing (killed after its last checkpoint) gets

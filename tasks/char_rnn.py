@@ -192,21 +192,20 @@ class CharRnn(Task):
 
     def build(self, data: TextData, device: torch.device) -> Parts:
         settings = self.settings
-        self.model = model = build_model(settings, len(data.corpus.vocabulary)).to(device)
+        model = build_model(settings, len(data.corpus.vocabulary)).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         hidden = CarriedHidden(device)
         trainer = create_tbptt_trainer(model, optimizer, hidden, device, settings.clip_grad_norm)
-        self.data = data
         to_save = {"model": model, "optimizer": optimizer, "hidden": hidden, "corpus": CorpusRecord(data.corpus)}
-        return Parts(trainer, data.train, to_save)
+        return Parts(trainer, data.train, to_save, built=model)
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """Validation perplexity every ``eval_every`` iterations; early stopping judged on that schedule only."""
         settings, trainer = self.settings, context.trainer
-        evaluator = create_tbptt_evaluator(self.model, context.device)
-        every = settings.eval_every or len(self.data.train)
+        evaluator = create_tbptt_evaluator(context.built, context.device)
+        every = settings.eval_every or len(context.data.train)
         evaluation = PeriodicEvaluation(
-            evaluator, self.data.valid, every, context.metrics_log, context.tb_logger, prefix="val_"
+            evaluator, context.data.valid, every, context.metrics_log, context.tb_logger, prefix="val_"
         )
         evaluation.attach(trainer)
         if not settings.patience:
@@ -214,8 +213,8 @@ class CharRnn(Task):
         stopper = attach_scheduled_early_stopping(evaluator, trainer, settings.patience, self.scoring.score, every)
         return Attached(evaluator, {"early_stopping": stopper})
 
-    def loaded(self, resume: ResumePoint) -> None:
-        train = self.data.train
+    def loaded(self, resume: ResumePoint, context: RunContext) -> None:
+        train = context.data.train
         train.start_next_pass_at(resume.iteration % len(train))  # Ignite restarts the data at the top
 
     def stop_reason(self) -> str:

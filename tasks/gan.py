@@ -11,13 +11,13 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import EMAHandler
 
 from engines.adam import LayoutFreeAdam
 from engines.augment import DiffAugment
 from engines.gan import GanStep, create_gan_trainer
 from engines.gemm_weight_grads import use_gemm_weight_grads
 from handlers import SampleSheets
+from handlers.ema import ema_handler_class
 from runner.checkpoint_files import ResumePoint
 from runner.device import resolve_precision
 from runner.distributed import is_main_process, per_rank, wrap_model
@@ -83,7 +83,7 @@ def uses_gemm_weight_grads(settings: GanRunSettings, device: torch.device) -> bo
     return settings.gemm_weight_grads and device.type == "cpu" and not settings.compile
 
 
-def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
+def gan_step_of(settings: GanRunSettings, precision: str, device: torch.device) -> GanStep:
     d_every, g_every = settings.step_every()
     return GanStep(
         precision,
@@ -95,6 +95,7 @@ def gan_step_of(settings: GanRunSettings, precision: str) -> GanStep:
         r1_every=settings.r1_every,
         d_every=d_every,
         g_every=g_every,
+        losses_on_device=device.type == "cuda",
     )
 
 
@@ -119,15 +120,17 @@ def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.de
     return ", ".join(switches)
 
 
-def attach_ema(settings: GanRunSettings, generator: torch.nn.Module, trainer: Engine) -> torch.nn.Module | None:
+def attach_ema(
+    settings: GanRunSettings, generator: torch.nn.Module, trainer: Engine, device: torch.device
+) -> torch.nn.Module | None:
     """Ignite's EMAHandler (ema = decay * ema + (1 - decay) * G after each step; BatchNorm's statistics are G's), with
-    its warm-up if asked; returns the average, or None without one."""
+    its warm-up if asked, its update one multi-tensor kernel on CUDA; returns the average, or None without one."""
     if not settings.ema_decay:
         return None
     warmup = {}
     if settings.ema_warmup:
         warmup = {"momentum_warmup": 1 - EMA_WARMUP_START_DECAY, "warmup_iters": settings.ema_warmup}
-    ema = EMAHandler(generator, momentum=1 - settings.ema_decay, **warmup)
+    ema = ema_handler_class(device)(generator, momentum=1 - settings.ema_decay, **warmup)
     ema.attach(trainer)
     if settings.ema_warmup:
         # The warm-up counts its own events from 0 at each start: a resumed run goes on from its iteration instead.
@@ -144,6 +147,21 @@ def fixed_noise(settings: GanRunSettings, device: torch.device) -> torch.Tensor:
     return torch.randn(SHEET_SIZE, settings.latent_size, 1, 1, generator=source).to(device)
 
 
+@dataclass(frozen=True)
+class BuiltGan:
+    """What a GAN task's later hooks need of what ``build`` made: the networks and G's moving average."""
+
+    gan: Any  # engines.gan's networks and optimizers
+    ema_generator: torch.nn.Module | None
+
+    def generators(self) -> dict[str, torch.nn.Module]:
+        """What sample sheets and evaluations show, by name: ``fake`` (G), and ``fake_ema`` (its average) if on."""
+        shown = {"fake": self.gan.generator}
+        if self.ema_generator is not None:
+            shown["fake_ema"] = self.ema_generator
+        return shown
+
+
 class GanTask(Task):
     """A GAN task: its subclass makes the data (``make_stream``: endless batches with ``state_dict``, this
     process's share of each) and the networks (``make_networks``), and may add a quality measure."""
@@ -157,15 +175,16 @@ class GanTask(Task):
         raise NotImplementedError
 
     def prepare(self, device: torch.device, resume: ResumePoint | None) -> Any:
-        self.precision = resolve_precision(self.settings.precision, device)
+        resolve_precision(self.settings.precision, device)  # refused here, before anything is written
         if self.settings.keep_heap:
             keep_freed_memory()
         return self.make_stream(device, resume)
 
     def build(self, data: Any, device: torch.device) -> Parts:
         settings = self.settings
-        self.gan = gan = build_gan(settings, *self.make_networks(), device)
-        scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        precision = resolve_precision(settings.precision, device)
+        gan = build_gan(settings, *self.make_networks(), device)
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         augment = make_augment(settings)
         trainer = create_gan_trainer(
             wrap_model(gan.generator),
@@ -173,12 +192,12 @@ class GanTask(Task):
             gan.gen_optimizer,
             gan.dis_optimizer,
             device,
-            gan_step_of(settings, self.precision),
+            gan_step_of(settings, precision, device),
             scaler,
             augment,
         )
         if is_main_process():
-            say(f"fast path: {fast_path_summary(settings, self.precision, device, data)}")
+            say(f"fast path: {fast_path_summary(settings, precision, device, data)}")
             techniques = technique_summary(settings)
             if techniques:  # the chapter's GAN says nothing more than it always did
                 say(f"{settings.recipe} recipe: {techniques}")
@@ -187,25 +206,19 @@ class GanTask(Task):
             to_save["grad_scaler"] = scaler
         if augment is not None and augment.adaptive:
             to_save["augment"] = augment  # the adapted strength
-        self.ema_generator = attach_ema(settings, gan.generator, trainer)
-        if self.ema_generator is not None:
-            to_save["generator_ema"] = self.ema_generator
+        ema_generator = attach_ema(settings, gan.generator, trainer, device)
+        if ema_generator is not None:
+            to_save["generator_ema"] = ema_generator
         # A run from before EMA existed starts its average at its resume; one from before fp16 has no scaler.
-        return Parts(trainer, data, to_save, optional=("grad_scaler", "last_losses", "generator_ema"))
-
-    def generators(self) -> dict[str, torch.nn.Module]:
-        """What sample sheets and evaluations show, by name: ``fake`` (G), and ``fake_ema`` (its average) if on."""
-        shown = {"fake": self.gan.generator}
-        if self.ema_generator is not None:
-            shown["fake_ema"] = self.ema_generator
-        return shown
+        optional = ("grad_scaler", "last_losses", "generator_ema")
+        return Parts(trainer, data, to_save, optional, BuiltGan(gan, ema_generator))
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """Sample sheets of the generator on a fixed noise batch (by the process that writes)."""
         if context.writes:
             noise = fixed_noise(self.settings, context.device)
             sheets = SampleSheets(
-                self.generators(), noise, context.run.samples, self.settings.image_every, context.tb_logger
+                context.built.generators(), noise, context.run.samples, self.settings.image_every, context.tb_logger
             )
             sheets.attach(context.trainer)
         return Attached()

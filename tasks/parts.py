@@ -68,17 +68,22 @@ class Parts:
     data: Any  # what ``trainer.run`` iterates over
     to_save: dict[str, Any]  # the task's objects a checkpoint holds (the trainer, averages and RNGs are added)
     optional: tuple[str, ...] = ()  # names an older checkpoint may lack; they keep their fresh state
+    built: Any = None  # what the task's later hooks need of what build made (its networks, its evaluation data)
 
 
 @dataclass
 class RunContext:
-    """What a task's handlers attach to. On a process that does not write (rank > 0) the logs are None."""
+    """What a task's later hooks (``attach_handlers``, ``loaded``, ``finish``) work with: the run, what ``prepare``
+    made (``data``) and what ``build`` made (``built``). On a process that does not write (rank > 0) the logs are
+    None."""
 
     trainer: Engine
     run: RunDirectory
     metrics_log: MetricsLog | None
     tb_logger: TensorboardLogger | None
     device: torch.device
+    data: Any = None
+    built: Any = None
 
     @property
     def writes(self) -> bool:

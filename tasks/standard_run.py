@@ -38,7 +38,7 @@ from handlers.hparams import hparam_values, write_outcome, write_session_start
 from handlers.logging import attach_running_averages, attach_tensorboard
 from handlers.plots import write_run_plots
 from runner.checkpoint_files import ResumePoint
-from runner.device import resolve_device
+from runner.device import choose_kernels, nondeterministic_refusal, resolve_device
 from runner.distributed import is_main_process, open_run_directory, rank_device, rank_seed, world_size
 from runner.errors import say
 from runner.rng import seed_everything
@@ -75,14 +75,15 @@ class Task:
         raise NotImplementedError
 
     def build(self, data: Any, device: torch.device) -> Parts:
-        """Networks, optimizers and the trainer, after the RNGs are seeded."""
+        """Networks, optimizers and the trainer, after the RNGs are seeded; ``Parts.built`` holds what the later
+        hooks need of them (they find it, and ``data``, in their ``RunContext``). No hook keeps state on the task."""
         raise NotImplementedError
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """The task's sample and quality handlers (evaluations, best checkpoint, early stopping)."""
         return Attached()
 
-    def loaded(self, resume: ResumePoint) -> None:
+    def loaded(self, resume: ResumePoint, context: RunContext) -> None:
         """After a checkpoint's state is back in every object."""
 
     def finish(self, context: RunContext) -> None:
@@ -123,6 +124,13 @@ class Task:
         return self.settings.schedule.total_iterations(epoch_length)
 
 
+def host_looks_every(device: torch.device, log_every: int) -> int:
+    """How often the host reads the step's numbers between log points (the NaN guard, a progress bar): every
+    iteration on the CPU, where they are Python floats already; on a GPU only at the log points, because a look
+    makes the host wait for the device (a NaN then stops the run at the next log point)."""
+    return log_every if device.type == "cuda" else 1
+
+
 def end_state(output: Any, signal_name: str | None) -> str:
     """How a run that returned ended, as its HParams name it: ``complete`` (finished or stopped early by its own
     rule), ``failed`` (a loss became NaN or infinite) or ``stopped`` (by a signal; it can go on)."""
@@ -159,6 +167,7 @@ class StandardRun:
         self.writes = is_main_process()  # rank 0 owns the run directory
 
     def run(self) -> RunResult:
+        choose_kernels(self.settings.deterministic, self.settings.cudnn_benchmark)  # before CUDA starts
         device = rank_device(resolve_device(self.settings.dev))
         resume = self.resume
         if resume is not None and resume.iteration >= self.task.total_iterations(resume.epoch_length):
@@ -189,7 +198,7 @@ class StandardRun:
         parts = self.task.build(data, device)
         if world_size() > 1:  # the same initial weights everywhere (DDP copies rank 0's), each rank its own draws
             seed_everything(rank_seed(self.settings.seed))
-        context, resumer = self.attach(parts, run, device)
+        context, resumer = self.attach(data, parts, run, device)
         trainer = parts.trainer
         state = "failed"  # what an exception leaves, unless it is a sweep's pruning
         try:
@@ -202,6 +211,11 @@ class StandardRun:
         except optuna.TrialPruned:
             state = "pruned"
             raise
+        except RuntimeError as error:
+            refusal = nondeterministic_refusal(error)
+            if refusal is None:
+                raise
+            raise refusal from None
         finally:
             self.close_tensorboard(context, state)
             if self.writes:
@@ -220,12 +234,15 @@ class StandardRun:
         write_outcome(context.tb_logger.writer, context.trainer.state.iteration, state, best)
         context.tb_logger.close()
 
-    def attach(self, parts: Parts, run: RunDirectory, device: torch.device) -> tuple[RunContext, ExactResume]:
+    def attach(
+        self, data: Any, parts: Parts, run: RunDirectory, device: torch.device
+    ) -> tuple[RunContext, ExactResume]:
         """The handlers, in the order the module's docstring gives; then the checkpoint's state, if resuming."""
         settings, trainer, resume = self.settings, parts.trainer, self.resume
-        averages = attach_running_averages(trainer, self.task.loss_keys)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())  # losses are the ranks' mean
-        context = RunContext(trainer, run, None, None, device)
+        averages = attach_running_averages(trainer, self.task.loss_keys, device)
+        looks = host_looks_every(device, settings.log_every)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=looks), TerminateOnNan())  # the ranks' mean
+        context = RunContext(trainer, run, None, None, device, data, parts.built)
         if self.writes:
             Throughput(settings.log_every, settings.batch_size).attach(trainer)
             resumed_at = resume.iteration if resume is not None else None
@@ -237,7 +254,7 @@ class StandardRun:
             self.attach_to_evaluator(attached.evaluator, trainer)
         if self.writes:
             shown = [f"avg_{key}" for key in self.task.loss_keys] + ["iters_per_sec"]
-            attach_progress(trainer, settings.log_every, shown)
+            attach_progress(trainer, settings.log_every, shown, bar_every=looks)
         to_save = {"trainer": trainer, **parts.to_save, **averages, **attached.to_save}
         resumer = ExactResume(
             to_save,
@@ -247,10 +264,11 @@ class StandardRun:
             settings.keep_checkpoints,
             per_epoch=self.task.per_epoch,
             optional=parts.optional,
+            device=device,
         ).attach(trainer)
         if resume is not None:
             resumer.load(resume.state)
-            self.task.loaded(resume)
+            self.task.loaded(resume, context)
             if self.writes:
                 context.metrics_log.write({"resumed_from": resume.iteration, "checkpoint": str(resume.path)})
         return context, resumer

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import ignite.distributed as idist
 import torch
 from ignite.engine import Events
+from ignite.metrics import Metric
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from datasets.shuffle import shuffled_loader
@@ -197,6 +198,17 @@ def make_loaders(
     return train, DataLoader(share, valid_batch, num_workers=workers), sampler
 
 
+@dataclass(frozen=True)
+class BuiltSupervised:
+    """What a supervised task's later hooks need of what ``build`` made."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    metrics: dict[str, Metric]
+    valid_loader: DataLoader
+    epoch_length: int
+
+
 class Supervised(Task):
     """A classifier or a regression, trained epoch by epoch; evaluated, checkpointed and exported between epochs."""
 
@@ -215,39 +227,39 @@ class Supervised(Task):
             model = build_model(settings.model, data.input_shape, data.n_outputs, settings.hidden_sizes).to(device)
         except ValueError as error:
             raise UserError(f"--model {settings.model} on --dataset {settings.dataset}: {error}") from None
-        loss_fn, self.metrics = loss_and_metrics(settings, data.n_outputs)
+        loss_fn, metrics = loss_and_metrics(settings, data.n_outputs)
         optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), settings)
         shuffle = torch.Generator().manual_seed(settings.seed)
-        train_loader, self.valid_loader, sampler = make_loaders(settings, data, shuffle)
+        train_loader, valid_loader, sampler = make_loaders(settings, data, shuffle)
         trainer = create_supervised_trainer_for(wrap_model(model), optimizer, loss_fn, device, model_call(settings))
         if sampler is not None:  # before each epoch's loader is made (Ignite makes it after EPOCH_STARTED)
             trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch - 1))
-        self.model, self.optimizer, self.data, self.epoch_length = model, optimizer, data, len(train_loader)
         to_save = {"model": model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle)}
-        return Parts(trainer, train_loader, to_save)
+        built = BuiltSupervised(model, optimizer, metrics, valid_loader, len(train_loader))
+        return Parts(trainer, train_loader, to_save, built=built)
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """Validation after every epoch, the best model kept, early stopping and the lr decay rule if asked."""
-        settings, trainer = self.settings, context.trainer
-        evaluator = create_supervised_evaluator_for(self.model, self.metrics, context.device, model_call(settings))
-        scalars = [name for name in self.metrics if name != "confusion"]  # a confusion matrix is no scalar
+        settings, trainer, built = self.settings, context.trainer, context.built
+        evaluator = create_supervised_evaluator_for(built.model, built.metrics, context.device, model_call(settings))
+        scalars = [name for name in built.metrics if name != "confusion"]  # a confusion matrix is no scalar
         PeriodicEvaluation(
             evaluator,
-            self.valid_loader,
-            self.epoch_length,
+            built.valid_loader,
+            built.epoch_length,
             context.metrics_log,
             context.tb_logger,
             prefix="val_",
             tb_metric_names=scalars,
         ).attach(trainer)
-        models = {"model": self.model}
+        models = {"model": built.model}
         state = keep_best(trainer, evaluator, models, context.run.checkpoints, self.scoring.score, settings.patience)
         if settings.lr_decay < 1:
-            state["lr_decay"] = DecayOnRise(self.optimizer, settings.lr_decay).attach(trainer)
+            state["lr_decay"] = DecayOnRise(built.optimizer, settings.lr_decay).attach(trainer)
         return Attached(evaluator, state)
 
     def finish(self, context: RunContext) -> None:
-        export_model(self.model, self.settings, self.data, context.run.path / "export", say)
+        export_model(context.built.model, self.settings, context.data, context.run.path / "export", say)
 
     def stop_reason(self) -> str:
         return f"stopped early (no better {self.scoring.record_name} in {self.settings.patience} epochs)"

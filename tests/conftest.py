@@ -19,11 +19,19 @@ TINY = ["--dev", "cpu", "--image-size", "16", "--filters", "4", "--batch-size", 
 TINY += ["--fid-samples", "64"]
 
 
-def run_launcher(*args: str, timeout: float = 120, script: Path = LAUNCHER) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_launcher(
+    *args: str, timeout: float = 120, script: Path = LAUNCHER, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
     )
+
+
+def fake_one_gpu(log: Path) -> dict[str, str]:
+    """The environment that makes every Python process see one CUDA device (``tests/fake_cuda``), its calls in log."""
+    path = os.pathsep.join([str(REPO / "tests" / "fake_cuda"), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": path, "FAKE_CUDA_LOG": str(log)}
 
 
 def start_launcher(*args: str, script: Path = LAUNCHER) -> subprocess.Popen:

@@ -249,3 +249,30 @@ def test_no_mock_outside_the_tests(directory):
         if name.split(".")[0] == "unittest"
     ]
     assert found == []
+
+
+def state_set_by_hooks(path: Path) -> list[str]:
+    """``self.x = ...`` in a method other than ``__init__`` of a class whose bases end in ``Task``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.ClassDef) and any(ast.unparse(base).endswith("Task") for base in node.bases)):
+            continue
+        for method in node.body:
+            if not isinstance(method, ast.FunctionDef) or method.name == "__init__":
+                continue
+            found += [
+                f"{path.relative_to(REPO)}:{target.lineno}: {node.name}.{method.name}"
+                for assign in ast.walk(method)
+                if isinstance(assign, ast.Assign | ast.AnnAssign | ast.AugAssign)
+                for target in ast.walk(assign)
+                if isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id == "self"
+                and isinstance(target.ctx, ast.Store)
+            ]
+    return found
+
+
+def test_no_task_hook_keeps_state_for_another():
+    """``Task.build`` hands its later hooks what they need (``Parts.built``, ``RunContext``): no hook order matters."""
+    assert [line for path in sources("tasks") for line in state_set_by_hooks(path)] == []

@@ -7,6 +7,7 @@ from datasets.atari import (
     DEFAULT_GAMES,
     FrameStream,
     check_games,
+    frames_to_float,
     frames_to_tensor,
     known_games,
     preprocess_frame,
@@ -38,6 +39,22 @@ def test_every_pixel_value_becomes_what_the_chapters_torch_arithmetic_gives():
     converted = frames_to_tensor(values)
     assert converted.dtype == torch.float32 and converted.is_contiguous()
     assert torch.equal(converted, chapter)  # bit for bit: resumed and older runs see the same numbers
+
+
+def test_uint8_frames_converted_on_the_device_are_the_same_numbers_channels_last():
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    on_device = frames_to_float(torch.from_numpy(values))
+    assert torch.equal(on_device, frames_to_tensor(values))
+    assert on_device.is_contiguous(memory_format=torch.channels_last)  # what the GAN's networks take
+
+
+def test_a_uint8_stream_yields_the_frames_the_float_stream_converts():
+    floats = FrameStream(("Pong",), batch_size=2, image_size=8, seed=3)
+    frames = FrameStream(("Pong",), batch_size=2, image_size=8, seed=3, uint8=True)
+    for _ in range(3):
+        batch = next(frames)
+        assert batch.dtype == torch.uint8 and batch.shape == (2, 8, 8, 3)
+        assert torch.equal(frames_to_float(batch), next(floats))
 
 
 def test_near_black_frames_are_skipped(monkeypatch):

@@ -190,3 +190,40 @@ def test_the_joint_discriminator_pass_gives_the_books_numbers():
         assert a["loss_gen"] == pytest.approx(b["loss_gen"], rel=1e-5)
     for a, b in zip(joint_d.state_dict().values(), separate_d.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def trained_numbers(step: GanStep, batches) -> tuple[dict, dict, dict]:
+    """(last output, running averages, LastLosses' state) after training a pair with ``step`` on ``batches``."""
+    from handlers.logging import attach_running_averages
+
+    torch.manual_seed(0)
+    generator, discriminator = Generator(image_size=8, filters=2, latent_size=4), Discriminator(8, filters=2)
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.5, 0.999)) for m in (generator, discriminator)]
+    trainer = create_gan_trainer(generator, discriminator, *optimizers, torch.device("cpu"), step)
+    attach_running_averages(trainer, ("loss_dis", "loss_gen"))
+    state = trainer.run(batches, max_epochs=1)
+    averages = {name: state.metrics[name] for name in ("avg_loss_dis", "avg_loss_gen")}
+    return state.output, averages, trainer.last_losses.state_dict()
+
+
+def test_losses_kept_on_the_device_give_the_same_numbers_and_averages():
+    """A GPU's mode, on the CPU: no sync per step, and the averages of float64 tensors are the Python floats'."""
+    batches = real_batches(6)
+    output, averages, state = trained_numbers(GanStep(losses_on_device=True), batches)
+    assert all(isinstance(value, torch.Tensor) and value.dtype == torch.float64 for value in output.values())
+    floats, float_averages, float_state = trained_numbers(GanStep(), batches)
+    assert {name: float(value) for name, value in output.items()} == floats
+    assert {name: float(value) for name, value in averages.items()} == float_averages
+    assert state == float_state and all(isinstance(value, float) for value in state.values())
+
+
+def test_uint8_frames_converted_in_the_step_train_as_their_floats_do():
+    from datasets.frames import frames_to_tensor
+
+    frames = [
+        torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+        for i in range(3)
+    ]
+    uint8_output, _, _ = trained_numbers(GanStep(channels_last=True), frames)
+    float_output, _, _ = trained_numbers(GanStep(channels_last=True), [frames_to_tensor(f.numpy()) for f in frames])
+    assert uint8_output == float_output

@@ -1,4 +1,6 @@
-"""Training on two CPU processes (gloo), as a user starts it: ``--nproc-per-node 2`` and ``torchrun``.
+"""Training on two CPU processes (gloo), as a user starts it: ``--nproc-per-node 2`` and ``torchrun``; the
+reference run and the torchrun one on a machine made to report one GPU (``tests/fake_cuda``), which CPU ranks must
+never touch.
 
 Each launch spawns two ranks that import torch and meet over loopback: several seconds each, so the runs here are
 few and share one reference.
@@ -14,7 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, losses, run_launcher, start_launcher, wait_for_iteration, write_images
+from conftest import (
+    REPO,
+    TINY,
+    fake_one_gpu,
+    losses,
+    run_launcher,
+    start_launcher,
+    wait_for_iteration,
+    write_images,
+)
 from handlers.metrics_log import read_records, records_by_iteration
 from runner.checkpoint_files import ResumePoint, checkpoint_files
 from runner.distributed import PerRank, checked_world, rank_seed, threads_per_process
@@ -25,10 +36,14 @@ TWO = [*TINY, "--seed", "1", "--log-every", "1", "--nproc-per-node", "2", "--eva
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory) -> Path:
-    """The issue's acceptance command at tiny sizes: 8 iterations on two processes, a checkpoint every 4."""
+    """The issue's acceptance command at tiny sizes: 8 iterations on two processes, a checkpoint every 4, on a
+    machine that reports one GPU."""
     run_dir = tmp_path_factory.mktemp("ddp") / "D"
-    result = run_launcher(*TWO, "--max-iters", "8", "--checkpoint-every", "4", "--output-dir", str(run_dir))
+    cuda_calls = run_dir.parent / "cuda_calls.log"
+    args = ["--max-iters", "8", "--checkpoint-every", "4", "--output-dir", str(run_dir)]
+    result = run_launcher(*TWO, *args, env=fake_one_gpu(cuda_calls))
     assert result.returncode == 0, result.stderr
+    assert not cuda_calls.exists(), cuda_calls.read_text()  # no rank picked or asked for a GPU
     return run_dir
 
 
@@ -69,9 +84,11 @@ def test_torchrun_runs_the_same_training_as_nproc_per_node(two_process_run, tmp_
     # torchrun gives a node's several processes OMP_NUM_THREADS=1, which the ranks keep; the spawned reference shares
     # the cores out: the same thread count only on 2 cores, so it is set here to the reference's.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads_per_process(2))}
+    env.update(fake_one_gpu(tmp_path / "cuda_calls.log"))
     command = [*torchrun, str(REPO / "scripts" / "atari_gan.py"), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "cuda_calls.log").exists()
     assert losses(run_dir, range(1, 9)) == losses(two_process_run, range(1, 9))
 
 
@@ -183,3 +200,34 @@ def test_an_error_on_another_rank_than_zero_is_shown_once(tmp_path):
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and f"{broken}: not a readable image" in errors[0], errors
+
+
+def test_a_cpu_rank_wraps_its_module_where_it_is_on_a_machine_that_reports_cuda(monkeypatch):
+    """CUDA made to look available (calls recorded): DDP is told the module's own device; nothing asks for a GPU."""
+    import torch.distributed as dist
+
+    import runner.distributed as distributed
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: asked.append("current_device") or 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: asked.append(f"set_device {device}"))
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # as on two ranks; the group below has one
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        wrapped = distributed.wrap_model(torch.nn.Linear(3, 2))
+        assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+        assert wrapped.device_ids is None and next(wrapped.parameters()).device.type == "cpu"
+        assert asked == []
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cpu_ranks_start_with_cuda_hidden_and_cuda_ranks_see_it(monkeypatch):
+    import runner.distributed as distributed
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    distributed.hide_cuda_from_cpu_ranks("cuda")
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    distributed.hide_cuda_from_cpu_ranks("cpu")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""

@@ -71,3 +71,35 @@ def test_seed_everything_accepts_seeds_beyond_numpys_range_and_stays_repeatable(
     seed_everything(2**40 + 1)
 
     assert draws() == first
+
+
+class RecordedCuda:
+    """CUDA made to look available (no GPU here): the generator calls recorded with the device they name."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", self.get_rng_state)
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set_rng_state)
+
+    def get_rng_state(self, device):
+        self.calls.append(("get", torch.device(device)))
+        return torch.tensor([7, 1], dtype=torch.uint8)
+
+    def set_rng_state(self, state, device):
+        self.calls.append(("set", torch.device(device), state.tolist()))
+
+
+def test_the_runs_own_cuda_generator_is_saved_and_restored_into_the_resumed_runs_device(monkeypatch):
+    cuda = RecordedCuda(monkeypatch)
+    state = GlobalRNG(torch.device("cuda", 1)).state_dict()  # a run on cuda:1
+    GlobalRNG(torch.device("cuda", 0)).load_state_dict(state)  # resumed on cuda:0 (or cuda:1 renumbered)
+    assert cuda.calls == [("get", torch.device("cuda", 1)), ("set", torch.device("cuda", 0), [7, 1])]
+
+
+def test_a_cpu_run_holds_no_cuda_state_on_a_machine_with_gpus(monkeypatch):
+    cuda = RecordedCuda(monkeypatch)
+    state = GlobalRNG(torch.device("cpu")).state_dict()
+    GlobalRNG(torch.device("cpu")).load_state_dict(state)
+    assert state["cuda"] == [] and cuda.calls == []

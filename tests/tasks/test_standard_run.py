@@ -53,25 +53,30 @@ class Toy(Task):
 
     def build(self, data: TensorDataset, device: torch.device) -> Parts:
         self.calls.append("build")
-        self.model = torch.nn.Linear(3, 1)
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=self.settings.lr)
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.settings.lr)
         shuffle = torch.Generator().manual_seed(self.settings.seed)
-        self.data = data
-        trainer = create_supervised_trainer(self.model, optimizer, torch.nn.MSELoss(), output_transform=as_output)
+        trainer = create_supervised_trainer(model, optimizer, torch.nn.MSELoss(), output_transform=as_output)
         loader = shuffled_loader(data, self.settings.batch_size, shuffle)
-        return Parts(trainer, loader, {"model": self.model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle)})
+        to_save = {"model": model, "optimizer": optimizer, "shuffle": GeneratorState(shuffle)}
+        return Parts(trainer, loader, to_save, built=model)
 
     def attach_handlers(self, context: RunContext) -> Attached:
         self.calls.append("attach_handlers")
-        evaluator = create_supervised_evaluator(self.model, {"mse": Loss(torch.nn.MSELoss())})
+        evaluator = create_supervised_evaluator(context.built, {"mse": Loss(torch.nn.MSELoss())})
         every_epoch = POINTS // self.settings.batch_size
         evaluation = PeriodicEvaluation(
-            evaluator, DataLoader(self.data, POINTS), every_epoch, context.metrics_log, context.tb_logger, prefix="val_"
+            evaluator,
+            DataLoader(context.data, POINTS),
+            every_epoch,
+            context.metrics_log,
+            context.tb_logger,
+            prefix="val_",
         )
         evaluation.attach(context.trainer)
         return Attached(evaluator)
 
-    def loaded(self, resume: Any) -> None:
+    def loaded(self, resume: Any, context: RunContext) -> None:
         self.calls.append("loaded")
 
     def finish(self, context: RunContext) -> None:
@@ -152,3 +157,10 @@ def test_a_diverged_loss_ends_with_exit_code_1_and_names_the_last_good_checkpoin
     assert "finish" not in Toy.calls and Toy.calls[-1] == "close"
     err = capsys.readouterr().err
     assert "the loss became NaN or infinite" in err and "the last good checkpoint is" in err
+
+
+def test_on_a_gpu_the_host_reads_the_steps_numbers_only_at_log_points():
+    from tasks.standard_run import host_looks_every
+
+    assert host_looks_every(torch.device("cuda", 0), 100) == 100  # the NaN guard and the bar: no sync per step
+    assert host_looks_every(torch.device("cpu"), 100) == 1

@@ -85,9 +85,22 @@ def test_a_run_that_ends_before_a_kill_tested_nothing_and_says_so(capsys, tmp_pa
     assert "the run ended before a kill, so no resume was tested: use a larger --max-iters" in err
 
 
-def test_a_record_missing_on_one_side_is_a_difference_on_cuda_too(tmp_path, capsys):
+def test_every_difference_fails_on_every_device_a_missing_record_too(capsys):
     from tasks.verify_resume import Outcome, report
 
     missing = Outcome(1, [5], (7, "fid", 12.5, "(missing)"), 40)
-    assert report(missing, on_cuda=True, work_dir=tmp_path) == 1
+    assert report(missing) == 1
     assert "differs: iteration 7, fid: uninterrupted 12.5, resumed (missing)" in capsys.readouterr().out
+    assert report(Outcome(1, [5], (7, "loss_dis", 0.25, 0.2500001), 40)) == 1
+
+
+def test_on_cuda_both_runs_use_deterministic_kernels_however_dev_is_spelt():
+    from runner.errors import UserError
+    from tasks.verify_resume import deterministic_flags, run_device
+
+    assert [run_device(f) for f in (["--dev", "cuda:1"], ["--dev=cuda"], ["--seed", "1"])] == ["cuda:1", "cuda", "cpu"]
+    assert deterministic_flags(["--dev=cuda", "--seed", "1"]) == ["--dev=cuda", "--seed", "1", "--deterministic"]
+    assert deterministic_flags(["--dev", "cuda", "--deterministic"]) == ["--dev", "cuda", "--deterministic"]
+    assert deterministic_flags(["--dev", "cpu"]) == ["--dev", "cpu"]  # CPU kernels repeat without it
+    with pytest.raises(UserError, match="--no-deterministic: on CUDA only deterministic kernels"):
+        deterministic_flags(["--dev", "cuda", "--no-deterministic"])
