@@ -19,7 +19,7 @@ start-up, and a run draws its plots only when it ends.
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,3 +319,11 @@ def write_plots(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
 def write_run_plots(run_dir: Path) -> list[Path]:
     """One run's plots in ``<run_dir>/plots/``, for the end of a run; none (and no folder) while nothing is logged."""
     return write_figures([load_run(Path(run_dir))], RunLayout(Path(run_dir)).plots)
+
+
+def write_run_plots_or_warn(run_dir: Path, warn: Callable[[str], None]) -> None:
+    """``write_run_plots`` however the run ended: a figure that cannot be drawn costs a warning, never the run."""
+    try:
+        write_run_plots(run_dir)
+    except Exception as error:  # noqa: BLE001 - plots are a view of metrics.jsonl, which is intact either way
+        warn(f"warning: no plots for {run_dir}: {type(error).__name__}: {error}")

@@ -32,6 +32,13 @@ def choose_kernels(deterministic: bool, cudnn_benchmark: bool) -> None:
     torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
 
 
+def host_looks_every(device: torch.device, log_every: int) -> int:
+    """How often the host reads the step's numbers between log points (the NaN guard, a progress bar): every
+    iteration on the CPU, where they are Python floats already; on a GPU only at the log points, because a look
+    makes the host wait for the device (a NaN then stops the run at the next log point)."""
+    return log_every if device.type == "cuda" else 1
+
+
 def nondeterministic_refusal(error: RuntimeError) -> UserError | None:
     """``--deterministic`` met an operation with no deterministic kernel: one line naming it (None: another error)."""
     found = NO_DETERMINISTIC_KERNEL.search(str(error))

@@ -36,9 +36,9 @@ from ignite.handlers import TerminateOnNan
 from handlers import ExactResume, GracefulStop, MetricsLog, Throughput, attach_progress, output_is_finite
 from handlers.hparams import hparam_values, write_outcome, write_session_start
 from handlers.logging import attach_running_averages, attach_tensorboard
-from handlers.plots import write_run_plots
+from handlers.plots import write_run_plots_or_warn
 from runner.checkpoint_files import ResumePoint
-from runner.device import choose_kernels, nondeterministic_refusal, resolve_device
+from runner.device import choose_kernels, host_looks_every, nondeterministic_refusal, resolve_device
 from runner.distributed import is_main_process, open_run_directory, rank_device, rank_seed, world_size
 from runner.errors import say
 from runner.rng import seed_everything
@@ -124,28 +124,12 @@ class Task:
         return self.settings.schedule.total_iterations(epoch_length)
 
 
-def host_looks_every(device: torch.device, log_every: int) -> int:
-    """How often the host reads the step's numbers between log points (the NaN guard, a progress bar): every
-    iteration on the CPU, where they are Python floats already; on a GPU only at the log points, because a look
-    makes the host wait for the device (a NaN then stops the run at the next log point)."""
-    return log_every if device.type == "cuda" else 1
-
-
 def end_state(output: Any, signal_name: str | None) -> str:
     """How a run that returned ended, as its HParams name it: ``complete`` (finished or stopped early by its own
     rule), ``failed`` (a loss became NaN or infinite) or ``stopped`` (by a signal; it can go on)."""
     if not output_is_finite(output):
         return "failed"
     return "stopped" if signal_name else "complete"
-
-
-def write_plots(run_path: Path) -> None:
-    """The run's plots (``plots/*.png``) from its ``metrics.jsonl``, however it ended: a figure that cannot be drawn
-    costs a warning, never the run."""
-    try:
-        write_run_plots(run_path)
-    except Exception as error:  # noqa: BLE001 - plots are a view of metrics.jsonl, which is intact either way
-        say(f"warning: no plots for {run_path}: {type(error).__name__}: {error}")
 
 
 def watch_hint(run_path: Path) -> str:
@@ -219,7 +203,7 @@ class StandardRun:
         finally:
             self.close_tensorboard(context, state)
             if self.writes:
-                write_plots(run.path)
+                write_run_plots_or_warn(run.path, say)
         scoring = self.task.scoring
         best = scoring.best_recorded(run.metrics_path) if scoring and self.writes else None
         exit_code = self.report_end(trainer.state, stop.signal_name, resumer.last_path, run.path, best)
@@ -240,7 +224,7 @@ class StandardRun:
         """The handlers, in the order the module's docstring gives; then the checkpoint's state, if resuming."""
         settings, trainer, resume = self.settings, parts.trainer, self.resume
         averages = attach_running_averages(trainer, self.task.loss_keys, device)
-        looks = host_looks_every(device, settings.log_every)
+        looks = host_looks_every(device, settings.log_every)  # on a GPU only at log points: no sync per step
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=looks), TerminateOnNan())  # the ranks' mean
         context = RunContext(trainer, run, None, None, device, data, parts.built)
         if self.writes:

@@ -75,6 +75,7 @@ SEMANTIC: dict[str, list[tuple[str, ...]]] = {
     "model": [("--model", "transformer")],
     "text": [("--text", "no/such/book.txt")],
     "games": [("--games", "Pongg")],
+    "cudnn_benchmark": [("--cudnn-benchmark=yes",), ("--deterministic", "--cudnn-benchmark")],
 }
 SEMANTIC_BY_COMMAND: dict[tuple[str, str], list[tuple[str, ...]]] = {
     ("image_gan.py train", "data_dir"): [("--data-dir", "no/such/folder")],

@@ -68,6 +68,14 @@ def test_the_switch_benchmark_times_each_configuration_on_the_same_batches():
         assert engine.state.iteration == 4  # the warm-up step, then every batch once
 
 
+def test_the_profiled_step_gets_a_grad_scaler_where_auto_chooses_fp16(monkeypatch):
+    """As on a V100 or T4, where ``--precision auto`` is fp16: the step must be built as the launcher builds it."""
+    benchmark = load("step_switches")
+    monkeypatch.setattr(benchmark, "resolve_precision", lambda name, device: "fp16")
+    step, _ = benchmark.make_step("--image-size 16 --filters 4 --batch-size 4 --latent-size 8")
+    assert step.scaler is not None  # without one, create_gan_trainer refuses fp16
+
+
 def test_the_handler_profile_accounts_for_a_whole_training_run():
     tiny = ["--image-size", "16", "--filters", "4", "--batch-size", "4", "--latent-size", "8"]
     split = load("atari_gan_speed").handler_profile(20, tiny)

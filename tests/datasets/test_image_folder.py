@@ -87,8 +87,9 @@ def test_a_folder_without_images_is_refused(tmp_path):
 
 
 def test_close_stops_the_worker_processes_at_once(tmp_path):
+    others = set(multiprocessing.active_children())  # an earlier test's, still going
     stream = ImageBatches(ImageFiles(write_images(tmp_path, 8), 8), batch_size=2, seed=0, workers=2)
     next(stream)
-    before = multiprocessing.active_children()
+    workers = [child for child in multiprocessing.active_children() if child not in others]
     stream.close()
-    assert len(before) == 2 and not any(child.is_alive() for child in before)
+    assert len(workers) == 2 and not any(worker.is_alive() for worker in workers)

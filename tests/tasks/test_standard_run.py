@@ -160,7 +160,7 @@ def test_a_diverged_loss_ends_with_exit_code_1_and_names_the_last_good_checkpoin
 
 
 def test_on_a_gpu_the_host_reads_the_steps_numbers_only_at_log_points():
-    from tasks.standard_run import host_looks_every
+    from runner.device import host_looks_every
 
     assert host_looks_every(torch.device("cuda", 0), 100) == 100  # the NaN guard and the bar: no sync per step
     assert host_looks_every(torch.device("cpu"), 100) == 1
