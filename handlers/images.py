@@ -62,6 +62,14 @@ def save_image_atomically(image: Image.Image, path: Path) -> None:
     write_atomically(path, encoded.getbuffer())
 
 
+def shown_frames(batch: torch.Tensor) -> torch.Tensor:
+    """A batch as ``image_grid`` takes it: images in [-1, 1], or a GPU run's feed of uint8 frames ``(B, S, S, 3)``
+    (converted for the picture only; the step converts its own on the device)."""
+    if batch.dtype == torch.uint8:
+        return batch.permute(0, 3, 1, 2).float() / 127.5 - 1
+    return batch
+
+
 class SampleSheets:
     def __init__(
         self,
@@ -101,7 +109,7 @@ class SampleSheets:
         self._last_written = iteration
         grids = {name: image_grid(self.fake_images(name)) for name in self.generators}
         if isinstance(engine.state.batch, torch.Tensor):
-            grids["real"] = image_grid(engine.state.batch[: self.fixed_noise.shape[0]])
+            grids["real"] = image_grid(shown_frames(engine.state.batch[: self.fixed_noise.shape[0]]))
         self.directory.mkdir(parents=True, exist_ok=True)
         for tag, grid in grids.items():
             save_png_atomically(grid, self.directory / f"{tag}_{iteration:07d}.png")

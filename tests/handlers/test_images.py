@@ -107,6 +107,21 @@ def test_real_sheet_shows_the_batch_just_trained_on_and_fake_sheet_the_fixed_noi
     assert torch.equal(read_png(tmp_path / "fake_0000002.png"), as_png_pixels(expected_fake))
 
 
+def test_a_gpu_runs_uint8_frames_make_the_same_real_sheet(tmp_path, generator, fixed_noise):
+    """On CUDA the stream yields the frames as uint8 (B, S, S, 3); the sheet shows them as the float frames."""
+    frames = [
+        torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+        for i in range(2)
+    ]
+    as_floats = [f.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0 for f in frames]
+    for folder, batches in (("uint8", frames), ("float", as_floats)):
+        engine = Engine(finite_step)
+        SampleSheets(generator, fixed_noise, tmp_path / folder, every=2).attach(engine)
+        engine.run(batches, max_epochs=1)
+    uint8_sheet, float_sheet = (read_png(tmp_path / folder / "real_0000002.png") for folder in ("uint8", "float"))
+    assert uint8_sheet.shape == (3, 22, 22) and torch.equal(uint8_sheet, float_sheet)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_writing_sheets_changes_no_generator_state_and_restores_its_mode(tmp_path, generator, fixed_noise, training):
     generator.train(training)
