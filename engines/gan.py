@@ -244,6 +244,7 @@ def create_fid_evaluator(
     noise: torch.Tensor,
     batch_size: int,
     device: torch.device,
+    shown: Callable[[nn.Module], nn.Module] | None = None,
 ) -> Engine:
     """An evaluator whose ``run(fid_batches(n, batch_size))`` leaves ``state.metrics[name]`` for each of
     ``generators`` (a name -> generator mapping, e.g. ``{"fid": G, "fid_ema": G_ema}``; one module is ``{"fid": G}``):
@@ -254,15 +255,18 @@ def create_fid_evaluator(
     The generators run in ``eval()`` under ``no_grad`` on fixed noise: evaluating changes no model state and draws
     from no RNG, so a run with evaluations computes the same training numbers as one without. With several
     processes each evaluates its share of the samples with rank 0's BatchNorm statistics, and FID's sums are reduced
-    over the ranks: the value is that of all the samples.
+    over the ranks: the value is that of all the samples. ``shown``, if given, makes what is evaluated of each
+    generator at each evaluation (``engines.batch_stats.with_own_statistics``: a copy with its own BatchNorm
+    statistics).
     """
     generators = {"fid": generators} if isinstance(generators, nn.Module) else dict(generators)
     generator_modes: dict[str, bool] = {}
     real = {"frames": real_frames}
+    views: dict[str, nn.Module] = {}
 
     def fid_step(engine: Engine, chunk: slice) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         with torch.no_grad():
-            fakes = {name: generator(noise[chunk]).float() for name, generator in generators.items()}
+            fakes = {name: view(noise[chunk]).float() for name, view in views.items()}
         if callable(real["frames"]):
             real["frames"] = real["frames"]()
         return fakes, real["frames"][chunk].to(device)
@@ -275,9 +279,11 @@ def create_fid_evaluator(
             generator_modes[name] = generator.training
             generator.eval()
             copy_buffers_from_rank_zero(generator)
+            views[name] = shown(unwrapped(generator)) if shown is not None else generator
 
     @evaluator.on(Events.COMPLETED)
     def generators_back(_: Engine) -> None:
+        views.clear()
         for name, generator in generators.items():
             generator.train(generator_modes[name])
 

@@ -11,7 +11,7 @@ state and draws nothing from any RNG, so it cannot perturb an exactly resumed ru
 """
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -78,14 +78,17 @@ class SampleSheets:
         directory: Path,
         every: int,
         tb_logger: TensorboardLogger | None = None,
+        shown: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
     ):
         """``generators``: one generator (its sheets are ``fake_*``), or a name -> generator mapping (``{"fake": G,
-        "fake_ema": G_ema}``), each on the same noise."""
+        "fake_ema": G_ema}``), each on the same noise; ``shown``, if given, makes what is drawn of each (a copy with
+        its own BatchNorm statistics), else the generator draws in eval mode."""
         self.generators = {"fake": generators} if isinstance(generators, torch.nn.Module) else dict(generators)
         self.fixed_noise = fixed_noise
         self.directory = Path(directory)
         self.every = every
         self.tb_logger = tb_logger
+        self.shown = shown
         self._last_written = -1
 
     def attach(self, engine: Engine) -> "SampleSheets":
@@ -95,6 +98,8 @@ class SampleSheets:
     @torch.no_grad()
     def fake_images(self, name: str = "fake") -> torch.Tensor:
         generator = self.generators[name]
+        if self.shown is not None:
+            return self.shown(generator)(self.fixed_noise)
         was_training = generator.training
         generator.eval()
         try:

@@ -38,7 +38,7 @@ from runner.settings import (
     setting,
 )
 from tasks.atari_fid import LazyFeatures, load_frame_classifier
-from tasks.gan import GanTask, free_cores, use_producer
+from tasks.gan import GanTask, free_cores, shown_view, use_producer
 from tasks.gan_generate import (
     INTERPOLATE_HELP,
     WEIGHTS_HELP,
@@ -141,7 +141,7 @@ class AtariGan(GanTask):
         noise_source = torch.Generator().manual_seed(eval_seed)
         noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=noise_source).to(device)
         generators = {name.replace("fake", "fid"): generator for name, generator in built.generators().items()}
-        evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, device)
+        evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, device, shown_view(settings))
         batches = fid_batches(settings.fid_samples, FID_BATCH)
         PeriodicEvaluation(
             evaluator,
@@ -149,7 +149,7 @@ class AtariGan(GanTask):
             settings.eval_every,
             context.metrics_log,
             context.tb_logger,
-            with_records=lambda: {"fid_classifier": features.name},
+            with_records=lambda: {"fid_classifier": features.name, "fid_statistics": settings.shown_statistics},
         ).attach(context.trainer)
         models = {"generator": built.gan.generator, "discriminator": built.gan.discriminator}
         if built.ema_generator is not None:
@@ -264,7 +264,8 @@ def generate(settings: GenerateSettings) -> Generated:
     if settings.which == "best":
         source = newest_best(checkpoint.run_dir)
         models = load_torch_file(source, "best-FID file")
-    generator, which = chosen_generator(models, settings.weights, lambda: make_networks(trained)[0], source)
+    make_generator = lambda: make_networks(trained)[0]  # noqa: E731
+    generator, which = chosen_generator(models, settings.weights, make_generator, source, shown_view(trained))
     noise = sheet_noise(settings.n, settings.interpolate, trained.latent_size, settings.seed)
     images = generated(generator, noise, device)
     write_sheet(images, out, settings.interpolate)

@@ -4,6 +4,8 @@ sample sheets. ``tasks.atari_gan`` (live Atari frames, Atari-FID) and ``tasks.im
 ``tasks.gan_settings``.
 """
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from ignite.engine import Engine, Events
 
 from engines.adam import LayoutFreeAdam
 from engines.augment import DiffAugment
+from engines.batch_stats import with_own_statistics
 from engines.gan import GanStep, create_gan_trainer
 from engines.gemm_weight_grads import use_gemm_weight_grads
 from handlers import SampleSheets
@@ -141,6 +144,18 @@ def attach_ema(
     return ema.ema_model
 
 
+OWN_STATISTICS_SEED_OFFSET = 1_000_033  # the noise that gives a shown generator its BatchNorm statistics
+
+
+def shown_view(settings: GanRunSettings) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
+    """How sheets, Atari-FID and ``generate`` show a generator (``--shown-statistics``): a copy with its own BatchNorm
+    statistics, from noise of its own seed (the same at every evaluation), or (None) as it is, in eval mode."""
+    if settings.shown_statistics != "own":
+        return None
+    seed = settings.seed + OWN_STATISTICS_SEED_OFFSET
+    return functools.partial(with_own_statistics, latent_size=settings.latent_size, seed=seed)
+
+
 def fixed_noise(settings: GanRunSettings, device: torch.device) -> torch.Tensor:
     """The sample sheets' noise, from its own generator: writing sheets draws nothing from the shared RNGs."""
     source = torch.Generator().manual_seed(settings.seed)
@@ -218,7 +233,12 @@ class GanTask(Task):
         if context.writes:
             noise = fixed_noise(self.settings, context.device)
             sheets = SampleSheets(
-                context.built.generators(), noise, context.run.samples, self.settings.image_every, context.tb_logger
+                context.built.generators(),
+                noise,
+                context.run.samples,
+                self.settings.image_every,
+                context.tb_logger,
+                shown_view(self.settings),
             )
             sheets.attach(context.trainer)
         return Attached()

@@ -32,16 +32,22 @@ def check_interpolate(value: int) -> None:
 
 
 def chosen_generator(
-    models: Mapping[str, Any], weights: str, make_generator: Callable[[], torch.nn.Module], source: Path
+    models: Mapping[str, Any],
+    weights: str,
+    make_generator: Callable[[], torch.nn.Module],
+    source: Path,
+    shown: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> tuple[torch.nn.Module, str]:
-    """The generator ``--weights`` names, loaded from ``models`` (a checkpoint's or a best file's state), and its
-    name as the report says it (``G`` or ``the moving average of G``)."""
+    """The generator ``--weights`` names, loaded from ``models`` (a checkpoint's or a best file's state), as
+    ``shown`` shows it (with its own BatchNorm statistics; None: as it is), and its name as the report says it
+    (``G`` or ``the moving average of G``)."""
     has_ema = "generator_ema" in models
     if weights == "ema" and not has_ema:
         raise UserError(f"--weights ema: {source} holds no moving average of G (trained with --ema-decay 0); use raw")
     use_ema = weights == "ema" or (weights == "auto" and has_ema)
     generator = make_generator()
     generator.load_state_dict(models["generator_ema" if use_ema else "generator"])
+    generator = shown(generator) if shown is not None else generator
     return generator.eval(), "the moving average of G" if use_ema else "G"
 
 

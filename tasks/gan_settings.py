@@ -157,6 +157,12 @@ class GanRunSettings(RunSettings):
         "warm-up; 0: none)",
         check=non_negative,
     )
+    shown_statistics: str = setting(
+        "own",
+        "BatchNorm statistics the generators are shown with in sheets and Atari-FID: own (recomputed for the weights "
+        "shown, engines/batch_stats.py) or running (training's; the average's are G's)",
+        check=one_of("own", "running"),
+    )
     # several processes (runner.distributed): --batch-size is the global batch, split evenly over them
     nproc_per_node: int = setting(
         1, "training processes on this machine (DDP via ignite.distributed; gloo on CPU, nccl on CUDA)", check=positive

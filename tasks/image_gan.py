@@ -24,7 +24,7 @@ from runner.device import resolve_device
 from runner.distributed import is_main_process
 from runner.errors import UserError, say
 from runner.settings import Settings, from_saved, non_negative, one_of, positive, required, setting
-from tasks.gan import GanTask, use_producer
+from tasks.gan import GanTask, shown_view, use_producer
 from tasks.gan_generate import (
     INTERPOLATE_HELP,
     WEIGHTS_HELP,
@@ -165,7 +165,7 @@ def generate(settings: GenerateSettings) -> GenerateResult:
     checkpoint = find_checkpoint(settings.checkpoint, flag="--checkpoint")
     trained = from_saved(ImageGanSettings, checkpoint.settings, {}, source=str(checkpoint.path))
     generator, which = chosen_generator(
-        checkpoint.state, settings.weights, lambda: make_networks(trained)[0], checkpoint.path
+        checkpoint.state, settings.weights, lambda: make_networks(trained)[0], checkpoint.path, shown_view(trained)
     )
     if settings.interpolate:
         noise = sheet_noise(settings.n, settings.interpolate, trained.latent_size, settings.seed)
