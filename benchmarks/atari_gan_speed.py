@@ -12,7 +12,9 @@ Each round runs, as separate processes:
    measures no quality, so the runner's end-of-run Atari-FID is left out to compare the same work
    (``--runner-flags`` adds flags; ``--runner-flags="--eval-every 1000"`` puts the evaluation back);
 3. ``bare step`` (with ``--overhead``): the runner's own process function, stream and models in a bare ``for``
-   loop, without Ignite's engine and handlers: the difference to 2 is the framework's cost;
+   loop, without Ignite's engine and handlers: the difference to 2 is the framework's cost; and ``bare step, frames
+   ahead``: the same over the same stream's batches made before the clock starts: the difference between the two is
+   what making frames between steps costs the loop (the emulators' own time, and what they do to the step);
 4. ``versus`` (with ``--versus-flags``): the runner again with other flags (``--recipe stable``), so that what they
    cost per iteration is measured side by side with 2. Its ratio to 2 is also given over the mean of every steady
    iteration: a technique that runs every k iterations (lazy R1) weighs in at its true share there.
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.machine import cpu_fields
@@ -272,21 +275,23 @@ def plain_loop(iters: int, count_flops: bool = False) -> dict:
         gen_optimizer.step()
         dis_loss.item(), gen_loss_v.item()  # the chapter reads both losses every iteration
 
-    times, start = [], time.perf_counter()
+    times, start, first = [], time.perf_counter(), None
     batches = iterate_batches(envs)
     for batch_v in batches:
         iteration(batch_v)
         now = time.perf_counter()
+        first = first or time.time()
         times.append(now - start)
         start = now
         if len(times) == iters:
             break
     flops = counted_flops(iteration, next(batches)) if count_flops else 0  # one more iteration, after the timing
-    return {"times": times, "flops": flops}
+    return {"times": times, "flops": flops, "first_iteration_at": first}
 
 
-def bare_step_loop(iters: int, runner_flags: list[str], count_flops: bool = False) -> dict:
-    """The runner's process function, stream and models at its defaults, called in a plain loop (no Engine)."""
+def bare_step_loop(iters: int, runner_flags: list[str], count_flops: bool = False, ahead: bool = False) -> dict:
+    """The runner's process function, stream and models at its defaults, called in a plain loop (no Engine); with
+    ``ahead``, over the stream's first ``iters`` batches made before the loop."""
     from step_switches import make_step, settings_of  # the step exactly as the launcher builds it
 
     import tasks.atari_gan as task
@@ -299,11 +304,13 @@ def bare_step_loop(iters: int, runner_flags: list[str], count_flops: bool = Fals
         keep_freed_memory()
     step, engine = make_step(flags)
     stream = task.make_stream(settings, resolve_device(settings.dev))
-    times, start = [], time.perf_counter()
-    for batch in stream:
+    batches = [next(stream) for _ in range(iters)] if ahead else stream
+    times, start, first = [], time.perf_counter(), None
+    for batch in batches:
         engine.state.iteration += 1
         step(engine, batch)
         now = time.perf_counter()
+        first = first or time.time()
         times.append(now - start)
         start = now
         if len(times) == iters:
@@ -313,7 +320,7 @@ def bare_step_loop(iters: int, runner_flags: list[str], count_flops: bool = Fals
         engine.state.iteration += 1
         flops = counted_flops(step, engine, next(stream))
     stream.close()
-    return {"times": times, "flops": flops}
+    return {"times": times, "flops": flops, "first_iteration_at": first}
 
 
 def runner_step_flops(runner_flags: list[str]) -> tuple[int, str]:
@@ -407,27 +414,72 @@ def print_handler_profile(iters: int, runner_flags: list[str]) -> None:
             print(f"  {name + ':':28s}{value * 1000:.2f} ms per iteration")
 
 
-def run_worker(flag: str, iters: int, runner_flags: list[str]) -> tuple[float, list[float], int]:
-    """A worker process: its wall time, its per-iteration times, and the FLOPs of one of its iterations."""
+@dataclass
+class Timed:
+    """One contestant's process: its wall time, its per-iteration seconds, the FLOPs of one iteration, the seconds
+    from its launch to the end of its first iteration, and (the runner) the kernel plan it took."""
+
+    seconds: float
+    per_iteration: list[float]
+    flops: int
+    first_iteration: float
+    plan: str = ""
+
+
+def run_worker(flag: str, iters: int, runner_flags: list[str]) -> Timed:
+    """A worker process (the plain loop, the bare step), timed from its launch."""
     command = [sys.executable, __file__, flag, str(iters), f"--runner-flags={' '.join(runner_flags)}"]
-    started = time.perf_counter()
+    launched, started = time.time(), time.perf_counter()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     seconds = time.perf_counter() - started
     result = json.loads(output.splitlines()[-1])
-    return seconds, result["times"], result["flops"]
+    return Timed(seconds, result["times"], result["flops"], result["first_iteration_at"] - launched)
 
 
-def run_runner(iters: int, runner_flags: list[str], flops: int) -> tuple[float, list[float], int]:
+def first_record(metrics: Path, process: subprocess.Popen) -> tuple[float, dict]:
+    """When the runner's first throughput record appeared (polled), and the record."""
+    while process.poll() is None or metrics.exists():
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        records = [json.loads(line) for line in lines if line.endswith("}")]
+        timed = [record for record in records if "iters_per_sec" in record]
+        if timed:
+            return time.time(), timed[0]
+        time.sleep(0.01)
+    raise SystemExit(f"the runner ended without a throughput record: exit code {process.returncode}")
+
+
+def run_runner(iters: int, runner_flags: list[str], flops: int) -> Timed:
+    """The launcher, timed from its launch. Its first iteration ended ``BLOCK - 1`` iterations (at the first
+    block's own rate) before its first throughput record appeared, which is polled for."""
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, str(REPO / "scripts" / "atari_gan.py"), "--dev", "cpu", "--max-iters", str(iters)]
         command += ["--log-every", str(BLOCK), "--eval-every", "0", "--output-dir", f"{folder}/run", *runner_flags]
-        started = time.perf_counter()
-        subprocess.run(command, capture_output=True, text=True, check=True)
+        launched, started = time.time(), time.perf_counter()
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+            appeared, record = first_record(Path(f"{folder}/run/metrics.jsonl"), process)
+            stderr = process.communicate()[1]
+        if process.returncode:
+            raise SystemExit(f"the runner failed (exit code {process.returncode}):\n{stderr}")
         seconds = time.perf_counter() - started
         records = [json.loads(line) for line in Path(f"{folder}/run/metrics.jsonl").read_text().splitlines()]
+        plan_file = Path(f"{folder}/run/kernel_plan.json")
+        plan = plan_summary(json.loads(plan_file.read_text())) if plan_file.exists() else "none (not a CPU run)"
+    first = appeared - launched - (BLOCK - 1) / record["iters_per_sec"]
     # Each record's rate covers the 10 iterations since the previous one: the block's mean, once per iteration.
     per_iteration = [1 / r["iters_per_sec"] for r in records if "iters_per_sec" in r for _ in range(BLOCK)]
-    return seconds, per_iteration, flops
+    return Timed(seconds, per_iteration, flops, first, plan)
+
+
+def plan_summary(document: dict) -> str:
+    """Which passes of which layers a run's kernel plan gave to one matrix product, and what planning cost."""
+    products = [
+        f"{network[0].upper()}:{name} {', '.join(p for p, kernel in passes.items() if kernel == 'product')}"
+        for network, layers in document["networks"].items()
+        for name, passes in layers.items()
+        if "product" in passes.values()
+    ]
+    cost = f", measured in {document['seconds']:.1f} s" if "seconds" in document else ""
+    return f"{document['source']}{cost}; products: {'; '.join(products) or 'none'}"
 
 
 def steady_mean(per_iteration: list[float], warmup: int) -> float:
@@ -455,13 +507,15 @@ def main() -> None:
     )
     parser.add_argument("--plain-worker", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--bare-worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--ahead-worker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     runner_flags = args.runner_flags.split()
     if args.plain_worker:
         print(json.dumps(plain_loop(args.plain_worker, count_flops=True)))
         return
-    if args.bare_worker:
-        print(json.dumps(bare_step_loop(args.bare_worker, runner_flags, count_flops=True)))
+    if args.bare_worker or args.ahead_worker:
+        iters, ahead = (args.bare_worker, False) if args.bare_worker else (args.ahead_worker, True)
+        print(json.dumps(bare_step_loop(iters, runner_flags, count_flops=True, ahead=ahead)))
         return
     if args.warmup % BLOCK or args.iters - args.warmup < BLOCK:
         parser.error(f"--warmup must be a multiple of {BLOCK}, with at least {BLOCK} iterations after it")
@@ -469,6 +523,7 @@ def main() -> None:
     print(cpu_class_line(cpu), flush=True)
     runner_flops, runner_precision = runner_step_flops(runner_flags)
     precision = {"plain loop": "fp32", "runner": runner_precision, "bare step": runner_precision}
+    precision["bare step, frames ahead"] = runner_precision
     contestants = {
         "plain loop": lambda n: run_worker("--plain-worker", n, []),
         "runner": lambda n: run_runner(n, runner_flags, runner_flops),
@@ -477,6 +532,7 @@ def main() -> None:
         del contestants["plain loop"]
     if args.overhead:
         contestants["bare step"] = lambda n: run_worker("--bare-worker", n, runner_flags)
+        contestants["bare step, frames ahead"] = lambda n: run_worker("--ahead-worker", n, runner_flags)
     if args.versus_flags:
         versus_flags = [*runner_flags, *args.versus_flags.split()]
         versus_flops, precision["versus"] = runner_step_flops(versus_flags)
@@ -488,15 +544,19 @@ def main() -> None:
         round_peaks.append(peaks)
         print(f"round {round_number + 1}, {peak_line(peaks)}", flush=True)
         for name, run in contestants.items():
-            seconds, per_iteration, flops = run(args.iters)
-            steady = steady_seconds(per_iteration, args.warmup)
-            results[name].append((seconds, steady, flops, steady_mean(per_iteration, args.warmup)))
+            timed = run(args.iters)
+            steady = steady_seconds(timed.per_iteration, args.warmup)
+            mean = steady_mean(timed.per_iteration, args.warmup)
+            results[name].append((timed.seconds, steady, timed.flops, mean, timed.first_iteration))
             print(
-                f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {seconds:.1f} s whole process; "
-                f"{roofline(flops, steady, precision[name], peaks)}",
+                f"round {round_number + 1}, {name}: {steady:.4f} s/it steady, {timed.seconds:.1f} s whole process, "
+                f"{timed.first_iteration:.1f} s to the first iteration; "
+                f"{roofline(timed.flops, steady, precision[name], peaks)}",
                 flush=True,
             )
-    medians = {name: [statistics.median(r[i] for r in runs) for i in (0, 1, 2, 3)] for name, runs in results.items()}
+            if timed.plan:
+                print(f"  kernel plan: {timed.plan}", flush=True)
+    medians = {name: [statistics.median(r[i] for r in runs) for i in range(5)] for name, runs in results.items()}
     peaks = {
         name: {"peak": statistics.median(p[name]["peak"] for p in round_peaks)} if round_peaks[0][name] else None
         for name in round_peaks[0]
@@ -504,9 +564,10 @@ def main() -> None:
     print(f"\n{args.iters} iterations, {args.rounds} rounds (medians), runner flags: {args.runner_flags or 'defaults'}")
     print(cpu_class_line(cpu))
     print(f"  {peak_line(peaks)}, median of the rounds")
-    for name, (seconds, steady, flops, _) in medians.items():
+    for name, (seconds, steady, flops, _, first) in medians.items():
         label = f"{name} ({precision[name]}):"
-        print(f"  {label:20s}{steady:.4f} s/it steady, {seconds:.1f} s whole process; ", end="")
+        print(f"  {label:20s}{steady:.4f} s/it steady, {seconds:.1f} s whole process, ", end="")
+        print(f"{first:.1f} s to the first iteration; ", end="")
         print(roofline(flops, steady, precision[name], peaks))
     runner = medians["runner"]
     if "plain loop" in medians:
@@ -519,7 +580,9 @@ def main() -> None:
             f"(mean), {versus[0] / runner[0]:.2f}x whole process ({args.versus_flags})"
         )
     if args.overhead:
-        print(f"  framework:  {(runner[1] / medians['bare step'][1] - 1) * 100:+.1f} % (runner vs bare step, steady)")
+        bare, ahead = medians["bare step"][1], medians["bare step, frames ahead"][1]
+        print(f"  framework:  {(runner[1] / bare - 1) * 100:+.1f} % (runner vs bare step, steady)")
+        print(f"  frames:     {(bare / ahead - 1) * 100:+.1f} % (bare step vs the same, frames made ahead, steady)")
     if args.handler_profile:
         print_handler_profile(args.iters, runner_flags)
 

@@ -1,17 +1,23 @@
-"""Does G's moving average lose FID to the BatchNorm statistics it is evaluated with?
+"""Re-evaluate saved checkpoints with the run's own Atari-FID, both ways a run can show its generators.
 
 Ignite's ``EMAHandler`` averages the weights and copies the buffers: the average runs in ``eval()`` with G's running
-BatchNorm statistics, which belong to G's current weights, not to the averaged ones. This re-evaluates saved
-checkpoints with the run's own Atari-FID (same real frames, same noise) four ways: G and the average as the run
-evaluates them, and each with its own statistics ("standing statistics": the running statistics recomputed by
-train-mode passes over fresh noise, a cumulative average, on a copy; nothing in the checkpoint changes).
+BatchNorm statistics, which belong to G's current weights, not to the averaged ones. ``--shown-statistics own`` (the
+default since it was found) evaluates each generator with statistics recomputed for its own weights
+(``engines/batch_stats.py``); runs from before it logged ``running``. This gives, for each checkpoint, ``fid`` and
+``fid_ema`` both ways, on the run's own real frames and noise, through the run's own evaluator: each number is what a
+run with that ``--shown-statistics`` logs at that iteration. Nothing in the checkpoint changes.
 
-    python benchmarks/ema_batch_stats.py runs/evidence/stable64-s0/checkpoints/checkpoint_10500.pt [...]
+    python benchmarks/ema_batch_stats.py runs/evidence/stable64-s0/checkpoints/checkpoint_1*.pt
+    python benchmarks/ema_batch_stats.py runs/r/checkpoints/*.pt --records runs/r/own_statistics.jsonl
+
+``--records FILE`` appends one ``metrics.jsonl``-style record per checkpoint (``fid`` and ``fid_ema`` with their own
+statistics, ``"fid_statistics": "own"``) for ``benchmarks/fid_summary.py --records-name``.
 """
 
 import argparse
-import copy
 import functools
+import json
+import re
 from pathlib import Path
 
 import torch
@@ -22,63 +28,62 @@ from runner.checkpoint_files import load_checkpoint
 from runner.settings import make_settings
 from tasks.atari_fid import LazyFeatures, load_frame_classifier
 from tasks.atari_gan import EVAL_SEED_OFFSET, FID_BATCH, AtariGanSettings, make_networks
+from tasks.gan import shown_view
 
-BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-
-
-def with_standing_statistics(generator: torch.nn.Module, latent_size: int, batches: int, batch_size: int):
-    """A copy of ``generator`` whose BatchNorm running statistics are its own, from ``batches`` of fresh noise."""
-    standing = copy.deepcopy(generator)
-    for module in standing.modules():
-        if isinstance(module, BATCH_NORMS):
-            module.reset_running_stats()
-            module.momentum = None  # a cumulative average over the passes
-    standing.train()
-    source = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        for _ in range(batches):
-            standing(torch.randn(batch_size, latent_size, 1, 1, generator=source))
-    return standing.eval()
+CPU = torch.device("cpu")
 
 
-def evaluate(path: Path, batches: int, batch_size: int) -> dict[str, float]:
+def checkpoint_iteration(path: Path) -> int:
+    found = re.search(r"(\d+)\.pt$", path.name)
+    if found is None:
+        raise SystemExit(f"{path}: not a checkpoint_<iteration>.pt")
+    return int(found.group(1))
+
+
+@functools.cache
+def real_frames(games: tuple[str, ...], samples: int, size: int, seed: int) -> torch.Tensor:
+    """The run's held-apart real frames (made once per run: every checkpoint of a run is judged on the same)."""
+    return spaced_frames(games, samples, size, seed=seed)
+
+
+def evaluate(path: Path) -> dict[str, float]:
+    """``fid`` and ``fid_ema`` as a run with ``--shown-statistics running`` logs them, and ``*_own`` as one with
+    ``own`` does, for the checkpoint at ``path``."""
     state = load_checkpoint(path)
-    settings = make_settings(AtariGanSettings, {**state["settings"], "resume": "", "output_dir": "unused"})
-    generator, _ = make_networks(settings)
-    generator.load_state_dict(state["generator"])
-    average, _ = make_networks(settings)
-    average.load_state_dict(state["generator_ema"])
-    own = functools.partial(
-        with_standing_statistics, latent_size=settings.latent_size, batches=batches, batch_size=batch_size
-    )
-    generators = {
-        "fid": generator,
-        "fid_ema": average,
-        "fid_own_stats": own(generator),
-        "fid_ema_own_stats": own(average),
-    }
-    cpu = torch.device("cpu")
-    features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=print), cpu)
+    saved = {key: value for key, value in state["settings"].items() if key not in AtariGanSettings.retired}
+    settings = make_settings(AtariGanSettings, {**saved, "resume": "", "output_dir": "unused"})
+    networks = {}
+    for name, key in (("fid", "generator"), ("fid_ema", "generator_ema")):
+        networks[name] = make_networks(settings)[0]
+        networks[name].load_state_dict(state[key])
     seed = settings.seed + EVAL_SEED_OFFSET  # the run's own evaluation: its real frames and its noise
-    real = functools.partial(spaced_frames, settings.games, settings.fid_samples, settings.image_size, seed=seed)
+    real = real_frames(tuple(settings.games), settings.fid_samples, settings.image_size, seed)
     noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=torch.Generator().manual_seed(seed))
-    evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, cpu)
-    evaluator.run(fid_batches(settings.fid_samples, FID_BATCH))
-    return {name: float(value) for name, value in evaluator.state.metrics.items()}
+    features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=print), CPU)
+    values = {}
+    for suffix, statistics in (("", "running"), ("_own", "own")):
+        shown = shown_view(make_settings(AtariGanSettings, {**saved, "shown_statistics": statistics}))
+        evaluator = create_fid_evaluator(networks, features, real, noise, FID_BATCH, CPU, shown)
+        evaluator.run(fid_batches(settings.fid_samples, FID_BATCH))
+        values.update({f"{name}{suffix}": float(value) for name, value in evaluator.state.metrics.items()})
+    return values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--batches", type=int, default=64, help="train-mode passes for the statistics (default 64)")
-    parser.add_argument("--batch-size", type=int, default=64, help="noise per pass (default 64)")
+    parser.add_argument("--records", type=Path, help="append each checkpoint's own-statistics FIDs to this file")
     args = parser.parse_args()
-    print("| checkpoint | fid (as run) | fid_ema (as run) | fid, own statistics | fid_ema, own statistics |")
+    print("| checkpoint | fid (running) | fid_ema (running) | fid (own) | fid_ema (own) |")
     print("| --- | --- | --- | --- | --- |")
-    for path in args.checkpoints:
-        fid = evaluate(path, args.batches, args.batch_size)
-        cells = [fid["fid"], fid["fid_ema"], fid["fid_own_stats"], fid["fid_ema_own_stats"]]
+    for path in sorted(args.checkpoints, key=checkpoint_iteration):
+        fid = evaluate(path)
+        cells = [fid["fid"], fid["fid_ema"], fid["fid_own"], fid["fid_ema_own"]]
         print(f"| {path} | " + " | ".join(f"{value:.2f}" for value in cells) + " |", flush=True)
+        if args.records:
+            record = {"iteration": checkpoint_iteration(path), "fid": fid["fid_own"], "fid_ema": fid["fid_ema_own"]}
+            with args.records.open("a") as file:
+                file.write(json.dumps({**record, "fid_statistics": "own"}) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python benchmarks/fast_path_quality.py --iters 3000 --eval-every 500 --seeds 0 1
 
 For each seed, two runs of ``scripts/atari_gan.py`` at the chapter's sizes: its defaults (the fast path) and
-``--precision fp32 --no-channels-last --no-fused-adam --no-gemm-weight-grads`` (the book's arithmetic; the remaining
+``--precision fp32 --no-channels-last --no-fused-adam --kernel-plan book`` (the book's arithmetic; the remaining
 switches change no number). Both evaluate Atari-FID every ``--eval-every`` iterations on the same held-apart real
 frames and fixed noise. "Within noise" means: the gap between the two paths at one seed is no larger than the gap
 between seeds on one path. Around 1,500 iterations a run of this GAN leaves its collapsed phase, and when exactly
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BOOK_ARITHMETIC = ["--precision", "fp32", "--no-channels-last", "--no-fused-adam", "--no-gemm-weight-grads"]
+BOOK_ARITHMETIC = ["--precision", "fp32", "--no-channels-last", "--no-fused-adam", "--kernel-plan", "book"]
 PATHS = {"fast path (defaults)": [], "fp32 (book arithmetic)": BOOK_ARITHMETIC}  # --paths: the first words
 
 

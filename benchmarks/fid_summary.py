@@ -2,6 +2,7 @@
 
     python benchmarks/fid_summary.py runs/atari_gan-<time> [--plot fid.png]
     python benchmarks/fid_summary.py runs/stable-s0 runs/stable-s1 runs/book-s0 --keys fid_ema --plot fids.png
+    python benchmarks/fid_summary.py runs/stable-s0 --records own_statistics.jsonl   # ema_batch_stats.py's records
 
 Prints, for ``fid`` (G) and ``fid_ema`` (its moving average): the best value and its iteration, then over the
 evaluations of the last third of the iterations the min, max, mean and standard deviation, and the largest value
@@ -20,8 +21,8 @@ KEYS = ("fid", "fid_ema")
 LABELS = {"fid": "G", "fid_ema": "moving average of G"}
 
 
-def evaluations(run_dir: Path) -> dict[int, dict]:
-    records = records_by_iteration(run_dir / "metrics.jsonl")
+def evaluations(run_dir: Path, records_name: str = "metrics.jsonl") -> dict[int, dict]:
+    records = records_by_iteration(run_dir / records_name)
     return {i: r for i, r in sorted(records.items()) if isinstance(r.get("fid"), int | float)}
 
 
@@ -57,8 +58,13 @@ def main() -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--keys", nargs="+", default=list(KEYS), choices=KEYS)
     parser.add_argument("--plot", type=Path, help="a PNG of the curves")
+    parser.add_argument(
+        "--records",
+        default="metrics.jsonl",
+        help="the file of each run directory to read (ema_batch_stats.py --records writes re-evaluations)",
+    )
     args = parser.parse_args()
-    runs = {run_dir.name: evaluations(run_dir) for run_dir in args.run_dirs}
+    runs = {run_dir.name: evaluations(run_dir, args.records) for run_dir in args.run_dirs}
     for name, evaluated in runs.items():
         for key in KEYS:
             line = summary_line(evaluated, key)

@@ -3,15 +3,16 @@ gradient timed apart, and what the rest of the runner's step costs.
 
     python benchmarks/layer_roofline.py --precision fp32
     python benchmarks/layer_roofline.py --precision bf16
-    python benchmarks/layer_roofline.py --precision fp32 --runner-flags="--no-gemm-weight-grads"
+    python benchmarks/layer_roofline.py --precision fp32 --runner-flags="--kernel-plan book"
 
 The layers are the chapter's (64x64, 64 filters, latent 100, batch ``--batch-size``), built by the launcher's own
 builders, in the runner's memory layout (channels-last unless ``--runner-flags`` says ``--no-channels-last``). Each
 row is one layer at the batch it sees in the runner: the generator's at 16 images; the discriminator's twice, at 32
 images (its own step: the real and the fake batch in one joint pass) and at 16 (the generator's step, where it is
 frozen: forward and input gradient only). A pass the runner does not do is left blank: the first layer of each
-network gets no input gradient in the step that trains it. Weight gradients are timed both ways, oneDNN's kernel
-and the matrix product of ``engines/gemm_weight_grads.py``; the one the runner takes is marked ``*``.
+network gets no input gradient in the step that trains it. Each pass is timed with both kernels a plan chooses
+from (``engines/kernel_plan.py``): the library's (oneDNN) and one matrix product; the one the run's plan takes
+(``--kernel-plan``, measured here as at a run's start unless the flags name one) is marked ``*``.
 
 Times are the best of repeated calls (the kernel's own speed, as the peak is measured); FLOPs are
 ``FlopCounterMode``'s (2 per multiply-add). Then the whole step: its FLOPs, its time (median of ``--steps`` calls
@@ -30,7 +31,9 @@ from step_switches import make_step, settings_of
 from torch import nn
 
 import tasks.atari_gan as task
-from engines.gemm_weight_grads import convolve, output_padding, small_map_limit, small_map_positions, weight_grad
+from engines.conv_kernels import KERNELS, LIBRARY, PASSES, LayerKernels, convolve, planned_layers
+from engines.kernel_plan import KernelPlan, conv_inputs, pass_candidates
+from tasks.gan import plan_examples
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -41,120 +44,84 @@ class Row:
     shape: str
     images: int
     calls: int  # how many times the runner makes this row's passes per iteration
-    forward: float  # seconds
-    input_grad: float | None
-    weight_grad_onednn: float | None
-    weight_grad_gemm: float | None
-    gemm_taken: bool
+    timings: dict[str, dict[str, float | None]]  # pass -> kernel -> seconds, for the passes the runner makes
+    chosen: LayerKernels  # the plan's kernels for this layer
     flops: int  # of one pass (forward, input gradient and weight gradient each cost the same)
 
-    def weight_grad(self) -> float | None:
-        return self.weight_grad_gemm if self.gemm_taken else self.weight_grad_onednn
+    def taken(self, name: str) -> float:
+        return self.timings[name][getattr(self.chosen, name)]
 
     def seconds(self) -> float:
-        passes = (self.forward, self.input_grad, self.weight_grad())
-        return self.calls * sum(p for p in passes if p is not None)
+        return self.calls * sum(self.taken(name) for name in self.timings)
 
     def step_flops(self) -> int:
-        passes = (self.forward, self.input_grad, self.weight_grad())
-        return self.calls * self.flops * sum(p is not None for p in passes)
+        return self.calls * self.flops * len(self.timings)
 
 
-def conv_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+def layer_inputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input of each convolution of ``model`` on ``inputs``, by layer name (fp32, before autocast)."""
+    return conv_inputs(model, inputs)
 
 
-def layer_inputs(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
-    """The input of each convolution of ``model`` on ``inputs`` (fp32, as the layers see them before autocast)."""
-    seen = []
-    hooks = [layer.register_forward_hook(lambda m, args, out: seen.append(args[0])) for layer in conv_layers(model)]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen
-
-
-def time_layer(layer: nn.Module, inputs: torch.Tensor, dtype, channels_last: bool, passes: set[str]) -> dict:
-    """Best-of seconds of the forward, input gradient and both weight gradients (with the bias gradient, as the
-    step computes them) of ``layer`` on ``inputs``, and the FLOPs of one forward."""
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    x = inputs.detach().to(dtype).contiguous(memory_format=layout)
-    w = layer.weight.detach().to(dtype).contiguous(memory_format=layout)
+def time_layer(layer: nn.Module, inputs: torch.Tensor, dtype, passes: set[str]) -> dict:
+    """Best-of seconds of each kernel of each pass in ``passes`` (the weight gradient with the bias gradient, as the
+    step computes them), and the FLOPs of one forward."""
+    x = torch.empty_like(inputs, dtype=dtype).normal_()
+    w = layer.weight.detach().to(dtype)
     b = layer.bias.detach().to(dtype) if layer.bias is not None else None
-    grad_out = torch.randn_like(convolve(layer, x, w, b))
-    transposed = isinstance(layer, nn.ConvTranspose2d)
-
-    def backward(mask: list[bool]):
-        return torch.ops.aten.convolution_backward(
-            grad_out,
-            x,
-            w,
-            list(b.shape) if b is not None else None,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            transposed,
-            output_padding(layer),
-            layer.groups,
-            mask,
-        )
-
-    def gemm():
-        grad = weight_grad(layer, x, grad_out)
-        return grad, grad_out.sum((0, 2, 3)) if b is not None else None
-
-    timed = {"forward": lambda: convolve(layer, x, w, b)}
-    if "input_grad" in passes:
-        timed["input_grad"] = lambda: backward([True, False, False])
-    if "weight_grad" in passes:
-        timed["weight_grad_onednn"] = lambda: backward([False, True, b is not None])
-        timed["weight_grad_gemm"] = gemm
-    times = {name: best_seconds(function, budget=0.3) for name, function in timed.items()}
-    return {**times, "flops": counted_flops(timed["forward"])}
+    grad_out = torch.empty_like(convolve(layer, x, w, b)).normal_()
+    candidates = pass_candidates(layer, x, w, b, grad_out)
+    timings = {
+        name: {kernel: best_seconds(function, budget=0.3) for kernel, function in candidates[name].items()}
+        for name in PASSES
+        if name in passes
+    }
+    return {"timings": timings, "flops": counted_flops(candidates["forward"][LIBRARY])}
 
 
-def layer_rows(flags: str) -> list[Row]:
+def planned(settings, generator: nn.Module, discriminator: nn.Module) -> KernelPlan:
+    """The plan a run with these settings takes (``--kernel-plan``: measured here, as at a run's start)."""
+    plan = KernelPlan({"generator": generator, "discriminator": discriminator})
+    dtype = DTYPES[settings.precision if settings.precision != "auto" else "bf16"]
+    return plan.resolve(settings.kernel_plan, lambda: plan_examples(settings, generator), dtype)
+
+
+def layer_rows(flags: str) -> tuple[list[Row], KernelPlan]:
     settings = settings_of(flags)
     dtype = DTYPES[settings.precision if settings.precision != "auto" else "bf16"]
     generator, discriminator = task.make_networks(settings)
+    if settings.channels_last:
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    plan = planned(settings, generator, discriminator)
     batch = settings.batch_size
     noise = torch.randn(batch, settings.latent_size, 1, 1)
-    fakes = generator(noise).detach()
+    with torch.no_grad():
+        fakes = generator(noise)
     d_step = [(2 * batch, 1)] if settings.joint_d_pass else [(batch, 2)]  # (images, calls) in D's own step
-    trained = {"forward", "input_grad", "weight_grad"}
+    trained = set(PASSES)
     # (images, calls, passes, whether the first layer's input needs a gradient): a network's first layer gets
     # none in the step that trains it (its input is noise or frames); D's does in G's step (its input is G's fakes)
-    plans = [("G", generator, noise, [(batch, 1, trained, False)])]
-    plans.append(("D", discriminator, fakes, [(n, c, trained, False) for n, c in d_step]))
+    uses = [("G", "generator", generator, noise, [(batch, 1, trained, False)])]
+    uses.append(("D", "discriminator", discriminator, fakes, [(n, c, trained, False) for n, c in d_step]))
     g_step_d = {"forward", "input_grad"} | (set() if settings.freeze_discriminator else {"weight_grad"})
-    plans[-1][3].append((batch, 1, g_step_d, True))
+    uses[-1][4].append((batch, 1, g_step_d, True))
     rows = []
-    for net, model, inputs, uses in plans:
-        for images, calls, passes, first_input_grad in uses:
+    for short, network, model, inputs, steps in uses:
+        layers = planned_layers(model)
+        for images, calls, passes, first_input_grad in steps:
             repeated = inputs.repeat(images // inputs.shape[0], *[1] * (inputs.dim() - 1))
-            for index, (layer, x) in enumerate(zip(conv_layers(model), layer_inputs(model, repeated), strict=True)):
+            for index, (name, x) in enumerate(layer_inputs(model, repeated).items()):
+                layer = layers[name]
                 layer_passes = passes - {"input_grad"} if index == 0 and not first_input_grad else passes
-                times = time_layer(layer, x, dtype, settings.channels_last, layer_passes)
-                in_c, out_c = x.shape[1], layer.out_channels
+                measured = time_layer(layer, x, dtype, layer_passes)
                 out_side = convolve(layer, x[:1], layer.weight, None).shape[-1]
+                shape = f"{x.shape[1]}→{layer.out_channels}, {x.shape[-1]}x{x.shape[-1]}→{out_side}x{out_side}"
+                chosen = plan.chosen[network][name]
                 rows.append(
-                    Row(
-                        f"{net}{index + 1}",
-                        f"{in_c}→{out_c}, {x.shape[-1]}x{x.shape[-1]}→{out_side}x{out_side}",
-                        images,
-                        calls,
-                        times["forward"],
-                        times.get("input_grad"),
-                        times.get("weight_grad_onednn"),
-                        times.get("weight_grad_gemm"),
-                        settings.gemm_weight_grads and small_map_positions(layer, x) <= small_map_limit(dtype),
-                        times["flops"],
-                    )
+                    Row(f"{short}{index + 1}", shape, images, calls, measured["timings"], chosen, measured["flops"])
                 )
-    return rows
+    return rows, plan
 
 
 def cell(seconds: float | None, flops: int, peak: float, mark: str = "") -> str:
@@ -165,21 +132,38 @@ def cell(seconds: float | None, flops: int, peak: float, mark: str = "") -> str:
 
 def markdown_table(rows: list[Row], peak: float, precision: str) -> str:
     head = (
-        "| layer | channels, map | images | per step | MFLOP per pass | forward | input gradient "
-        "| weight gradient, oneDNN | weight gradient, GEMM |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| layer | channels, map | images | per step | MFLOP per pass | forward, library | forward, product "
+        "| input gradient, library | input gradient, product | weight gradient, library | weight gradient, product |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     lines = []
     for row in rows:
-        onednn_mark, gemm_mark = ("", "*") if row.gemm_taken else ("*", "")
+        cells = []
+        for name in PASSES:
+            for kernel in KERNELS:
+                seconds = row.timings.get(name, {}).get(kernel)
+                mark = "*" if name in row.timings and getattr(row.chosen, name) == kernel else ""
+                cells.append(cell(seconds, row.flops, peak, mark))
         lines.append(
-            f"| {row.name} | {row.shape} | {row.images} | {row.calls}x | {row.flops / 1e6:.0f} "
-            f"| {cell(row.forward, row.flops, peak)} | {cell(row.input_grad, row.flops, peak)} "
-            f"| {cell(row.weight_grad_onednn, row.flops, peak, onednn_mark)} "
-            f"| {cell(row.weight_grad_gemm, row.flops, peak, gemm_mark)} |"
+            f"| {row.name} | {row.shape} | {row.images} | {row.calls}x | {row.flops / 1e6:.0f} | "
+            + " | ".join(cells)
+            + " |"
         )
-    note = f"\nms: best of repeated calls; %: of the {precision} GEMM peak; *: the weight gradient the runner takes.\n"
+    note = (
+        f"\nms: best of repeated calls; %: of the {precision} GEMM peak; *: the kernel the plan chose; product: one "
+        "matrix product (engines/conv_kernels.py).\n"
+    )
     return head + "\n".join(lines) + note
+
+
+def goal_line(rows: list[Row], peak: float) -> str:
+    """Issue 24's goal: every pass of at least 1 GFLOP at >= 50 % of the peak with the chosen kernel."""
+    big = [(row, name) for row in rows for name in row.timings if row.flops >= 1e9]
+    reached = [(row, name) for row, name in big if row.flops / row.taken(name) / 1e9 >= 0.5 * peak]
+    missed = ", ".join(f"{row.name} {name}" for row, name in big if (row, name) not in reached)
+    return f"passes of >= 1 GFLOP at >= 50 % of peak with the chosen kernel: {len(reached)} of {len(big)}" + (
+        f" (below: {missed})" if missed else ""
+    )
 
 
 def step_time(flags: str, steps: int) -> tuple[float, int]:
@@ -244,8 +228,10 @@ def main() -> None:
         raise SystemExit(f"no native {args.precision} GEMM on this machine: nothing to compare against")
     peak = peaks[args.precision]["peak"]
     print(f"runner flags: {flags}\n")
-    rows = layer_rows(flags)
+    rows, plan = layer_rows(flags)
+    print(plan.summary())
     print(markdown_table(rows, peak, args.precision))
+    print(goal_line(rows, peak))
     conv_seconds, conv_flops = sum(r.seconds() for r in rows), sum(r.step_flops() for r in rows)
     seconds, flops = step_time(flags, args.steps)
     print(f"the convolutions, one step's worth: {conv_flops / 1e9:.1f} GFLOP in {conv_seconds * 1000:.1f} ms", end="")

@@ -1,7 +1,7 @@
 """What each fast-path switch is worth: the Atari GAN's step with one switch off at a time, in one process.
 
     python benchmarks/step_switches.py --rounds 8
-    python benchmarks/step_switches.py --configs "" "--no-gemm-weight-grads" "--precision fp32 --no-channels-last"
+    python benchmarks/step_switches.py --configs "" "--kernel-plan book" "--precision fp32 --no-channels-last"
 
 Every configuration builds its own networks and optimizers (``tasks.gan``'s own builders, so it is the step
 the launcher runs) and trains on the same batches, made once up front: the emulator's time is left out. Rounds
@@ -22,11 +22,11 @@ from runner.device import resolve_device, resolve_precision
 from runner.memory import keep_freed_memory
 from runner.rng import seed_everything
 from runner.settings import make_settings, parse_flags, recipe_defaults
-from tasks.gan import build_gan, gan_step_of, make_augment
+from tasks.gan import build_gan, gan_step_of, kernel_plan_of, make_augment, settle_kernels
 
 SWITCHES_OFF = [
     "",
-    "--no-gemm-weight-grads",
+    "--kernel-plan book",
     "--no-fused-adam",
     "--no-channels-last",
     "--no-joint-d-pass",
@@ -52,6 +52,9 @@ def make_step(flags: str):
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None  # as the launcher: fp16 needs one
     networks, optimizers = (gan.generator, gan.discriminator), (gan.gen_optimizer, gan.dis_optimizer)
     trainer = create_gan_trainer(*networks, *optimizers, device, step, scaler, make_augment(settings))
+    plan = kernel_plan_of(settings, gan, device)
+    if plan is not None:  # what the trainer's start does in a run
+        settle_kernels(plan, settings, precision)
     return trainer._process_function, SimpleNamespace(state=SimpleNamespace(iteration=0))
 
 

@@ -14,21 +14,25 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from scipy.linalg import LinAlgWarning
-
 from runner.files import reported_write
 
-QUIET = (LinAlgWarning,)
+
+def quiet_categories() -> tuple[type[Warning], ...]:
+    """The warnings logged instead of shown (scipy is imported here, by an evaluation, not at a run's start)."""
+    from scipy.linalg import LinAlgWarning
+
+    return (LinAlgWarning,)
 
 
 @contextlib.contextmanager
 def quiet_library_warnings(log: Path | None, where: str = "") -> Iterator[None]:
-    """Inside the block, ``QUIET`` warnings go to ``log`` (once per message; nowhere when ``log`` is None)."""
+    """Inside the block, ``quiet_categories()`` go to ``log`` (once per message; nowhere when ``log`` is None)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
+    quiet = quiet_categories()
     for warning in caught:
-        if issubclass(warning.category, QUIET):
+        if issubclass(warning.category, quiet):
             if log is not None:
                 log_once(log, f"{warning.category.__name__}: {warning.message}", where)
         else:

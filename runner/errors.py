@@ -66,3 +66,10 @@ def exit_without_a_final_collection() -> None:
 def collect_then_freeze() -> None:
     gc.collect()
     gc.freeze()
+
+
+def is_pruned_trial(error: BaseException) -> bool:
+    """A sweep's pruning (``optuna.TrialPruned``). Only a sweep imports optuna, so a run's start does not pay for it:
+    where it is not imported, nothing was pruned."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(error, optuna.TrialPruned)

@@ -73,6 +73,10 @@ class RunLayout:
         return self.path / "export"
 
     @property
+    def kernel_plan(self) -> Path:  # the CPU kernels chosen for each convolution (engines.kernel_plan)
+        return self.path / "kernel_plan.json"
+
+    @property
     def warnings(self) -> Path:  # library warnings that say nothing to a user, once each (handlers.quiet)
         return self.path / "warnings.log"
 

@@ -133,7 +133,10 @@ class SettingsHooks(Protocol):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The base of every settings dataclass: the ``SettingsHooks`` with their defaults (nothing to check, no
-    recipe)."""
+    recipe). ``retired`` names settings an earlier version saved that this one no longer has: a run that saved
+    them still resumes (they were all ``resume="free"`` switches of how, not what, it computes)."""
+
+    retired: ClassVar[frozenset[str]] = frozenset()
 
     def validate(self) -> None:
         return None
@@ -154,7 +157,9 @@ class RunSettings(Settings):
 
     dev: str = setting("cpu", "device: cpu, cuda or cuda:N", resume="free")
     deterministic: bool = setting(
-        False, "deterministic kernels on CUDA, so that runs and resumes repeat exactly (slower; CPU runs always do)"
+        False,
+        "deterministic kernels, so that fresh runs with the same flags repeat exactly (on CUDA: slower; on CPU: the "
+        "library's kernels instead of a measured plan; resumes repeat exactly either way)",
     )
     cudnn_benchmark: bool = setting(
         False,
@@ -392,6 +397,7 @@ def from_saved(settings_cls: type, saved: Mapping[str, Any], explicit: Mapping[s
     A flag that changes a ``resume="fixed"`` setting is refused: the checkpoint cannot continue under it.
     """
     fields = {field.name: field for field in dataclasses.fields(settings_cls)}
+    saved = {name: value for name, value in saved.items() if name not in settings_cls.retired}
     unknown = sorted(set(saved) - set(fields))
     if unknown:
         raise UserError(f"{source} was made by another task or version (unknown settings: {', '.join(unknown)})")

@@ -141,7 +141,7 @@ class AtariGan(GanTask):
         noise_source = torch.Generator().manual_seed(eval_seed)
         noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=noise_source).to(device)
         generators = {name.replace("fake", "fid"): generator for name, generator in built.generators().items()}
-        evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, device, shown_view(settings))
+        evaluator = create_fid_evaluator(generators, features, real, noise, FID_BATCH, device, built.shown)
         batches = fid_batches(settings.fid_samples, FID_BATCH)
         PeriodicEvaluation(
             evaluator,

@@ -16,9 +16,9 @@ from ignite.engine import Engine, Events
 
 from engines.adam import LayoutFreeAdam
 from engines.augment import DiffAugment
-from engines.batch_stats import with_own_statistics
-from engines.gan import GanStep, create_gan_trainer
-from engines.gemm_weight_grads import use_gemm_weight_grads
+from engines.batch_stats import OwnStatistics
+from engines.gan import PRECISIONS, GanStep, create_gan_trainer
+from engines.kernel_plan import KernelPlan
 from handlers import SampleSheets
 from handlers.ema import ema_handler_class
 from runner.checkpoint_files import ResumePoint
@@ -65,9 +65,6 @@ def build_gan(
     if settings.channels_last:
         generator.to(memory_format=torch.channels_last)
         discriminator.to(memory_format=torch.channels_last)
-    if uses_gemm_weight_grads(settings, device):
-        use_gemm_weight_grads(generator)
-        use_gemm_weight_grads(discriminator)
     if settings.compile:
         # In place: the state_dict keys stay those of an uncompiled run.
         generator.compile(mode=settings.compile_mode)
@@ -81,9 +78,38 @@ def build_gan(
     )
 
 
-def uses_gemm_weight_grads(settings: GanRunSettings, device: torch.device) -> bool:
-    """On CPU only (cuDNN's kernels are fast at small maps), and not under torch.compile, which picks its own."""
-    return settings.gemm_weight_grads and device.type == "cpu" and not settings.compile
+def kernel_plan_of(settings: GanRunSettings, gan: Gan, device: torch.device) -> KernelPlan | None:
+    """The CPU kernel plan of both networks (``--kernel-plan``), settled by ``settle_kernels`` when the trainer
+    starts: after a resume's checkpoint has given back its plan. None on CUDA (cuDNN chooses; ``--cudnn-benchmark``)
+    and under torch.compile, which chooses its own."""
+    if device.type != "cpu" or settings.compile:
+        return None
+    return KernelPlan({"generator": gan.generator, "discriminator": gan.discriminator})
+
+
+def settle_kernels(plan: KernelPlan, settings: GanRunSettings, precision: str) -> None:
+    """``--kernel-plan``; with ``--deterministic`` an ``auto`` plan is the library's, so that fresh runs with the
+    same flags repeat each other exactly (a measured plan differs from one run to the next, as cuDNN's choices do)."""
+    choice = "book" if settings.deterministic and settings.kernel_plan == "auto" else settings.kernel_plan
+    examples = functools.partial(plan_examples, settings, plan.networks["generator"])
+    plan.resolve(choice, examples, PRECISIONS[precision] or torch.float32)
+    if is_main_process():
+        say(plan.summary())
+
+
+def plan_examples(settings: GanRunSettings, generator: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The batches the networks see in a step, for timing their kernels: G a batch of noise, D G's images at the
+    size of its own step's batch (real and fake in one pass with ``--joint-d-pass``)."""
+    source = torch.Generator().manual_seed(settings.seed)  # drawing nothing from the run's RNGs
+    batch = settings.batch_size // settings.nproc_per_node
+    d_batch = 2 * batch if settings.joint_d_pass else batch
+    device = next(generator.parameters()).device
+    noise = torch.randn(max(batch, d_batch), settings.latent_size, 1, 1, generator=source).to(device)
+    was_training = generator.training
+    with torch.no_grad():
+        images = generator.eval()(noise[:d_batch])  # eval: no statistic moves
+    generator.train(was_training)
+    return {"generator": noise[:batch], "discriminator": images}
 
 
 def gan_step_of(settings: GanRunSettings, precision: str, device: torch.device) -> GanStep:
@@ -111,12 +137,10 @@ def make_augment(settings: GanRunSettings) -> DiffAugment | None:
     )
 
 
-def fast_path_summary(settings: GanRunSettings, precision: str, device: torch.device, data: Any = None) -> str:
+def fast_path_summary(settings: GanRunSettings, precision: str, data: Any = None) -> str:
     switches = [f"{precision} autocast" if precision != "fp32" else "fp32 (no autocast)"]
     names = ("channels_last", "freeze_discriminator", "joint_d_pass", "fused_adam", "keep_heap", "compile")
     switches += [name.replace("_", " ") for name in names if getattr(settings, name)]
-    if uses_gemm_weight_grads(settings, device):
-        switches.append("gemm weight grads")
     producer = getattr(data, "producer", "")  # "background producer", "2 producer processes"
     if producer:
         switches.append(producer)
@@ -149,11 +173,11 @@ OWN_STATISTICS_SEED_OFFSET = 1_000_033  # the noise that gives a shown generator
 
 def shown_view(settings: GanRunSettings) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
     """How sheets, Atari-FID and ``generate`` show a generator (``--shown-statistics``): a copy with its own BatchNorm
-    statistics, from noise of its own seed (the same at every evaluation), or (None) as it is, in eval mode."""
+    statistics, from noise of its own seed (the same at every evaluation), or (None) as it is, in eval mode. A run
+    makes one and hands it to both, so they share each copy (``BuiltGan.shown``)."""
     if settings.shown_statistics != "own":
         return None
-    seed = settings.seed + OWN_STATISTICS_SEED_OFFSET
-    return functools.partial(with_own_statistics, latent_size=settings.latent_size, seed=seed)
+    return OwnStatistics(settings.latent_size, settings.seed + OWN_STATISTICS_SEED_OFFSET)
 
 
 def fixed_noise(settings: GanRunSettings, device: torch.device) -> torch.Tensor:
@@ -168,6 +192,8 @@ class BuiltGan:
 
     gan: Any  # engines.gan's networks and optimizers
     ema_generator: torch.nn.Module | None
+    kernel_plan: KernelPlan | None = None  # settled when the trainer starts
+    shown: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # how sheets and evaluations show a generator
 
     def generators(self) -> dict[str, torch.nn.Module]:
         """What sample sheets and evaluations show, by name: ``fake`` (G), and ``fake_ema`` (its average) if on."""
@@ -212,7 +238,7 @@ class GanTask(Task):
             augment,
         )
         if is_main_process():
-            say(f"fast path: {fast_path_summary(settings, precision, device, data)}")
+            say(f"fast path: {fast_path_summary(settings, precision, data)}")
             techniques = technique_summary(settings)
             if techniques:  # the chapter's GAN says nothing more than it always did
                 say(f"{settings.recipe} recipe: {techniques}")
@@ -224,9 +250,14 @@ class GanTask(Task):
         ema_generator = attach_ema(settings, gan.generator, trainer, device)
         if ema_generator is not None:
             to_save["generator_ema"] = ema_generator
-        # A run from before EMA existed starts its average at its resume; one from before fp16 has no scaler.
-        optional = ("grad_scaler", "last_losses", "generator_ema")
-        return Parts(trainer, data, to_save, optional, BuiltGan(gan, ema_generator))
+        plan = kernel_plan_of(settings, gan, device)
+        if plan is not None:
+            to_save["kernel_plan"] = plan  # a resume computes with the kernels the run began with
+            trainer.add_event_handler(Events.STARTED, lambda _: settle_kernels(plan, settings, precision))
+        # A run from before EMA existed starts its average at its resume; one from before fp16 has no scaler; one
+        # from before kernel plans measures one.
+        optional = ("grad_scaler", "last_losses", "generator_ema", "kernel_plan")
+        return Parts(trainer, data, to_save, optional, BuiltGan(gan, ema_generator, plan, shown_view(settings)))
 
     def attach_handlers(self, context: RunContext) -> Attached:
         """Sample sheets of the generator on a fixed noise batch (by the process that writes)."""
@@ -238,9 +269,12 @@ class GanTask(Task):
                 context.run.samples,
                 self.settings.image_every,
                 context.tb_logger,
-                shown_view(self.settings),
+                context.built.shown,
             )
             sheets.attach(context.trainer)
+        plan = context.built.kernel_plan
+        if context.writes and plan is not None:  # after the plan is settled: its handler came first
+            context.trainer.add_event_handler(Events.STARTED, lambda _: plan.write(context.run.layout.kernel_plan))
         return Attached()
 
     def hints(self, run_path: Path, exit_code: int) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from engines.augment import check_augmentations
 from engines.gan_losses import LOSSES
+from engines.kernel_plan import check_kernel_plan_choice
 from models.dcgan import D_NORMS
 from runner.settings import (
     RunSettings,
@@ -49,6 +50,7 @@ class GanRunSettings(RunSettings):
     """The fields every GAN task has. A task subclasses it, redefining a field to change its default or check."""
 
     distributed: ClassVar[bool] = True  # --nproc-per-node
+    retired: ClassVar[frozenset[str]] = frozenset({"gemm_weight_grads"})  # a CPU-vendor rule; --kernel-plan now
 
     # how long, how often
     max_iters: int = setting(
@@ -123,10 +125,12 @@ class GanRunSettings(RunSettings):
         True, "D's real and fake passes as one batched pass (each keeps its own BatchNorm statistics)", resume="free"
     )
     fused_adam: bool = setting(True, "fused Adam kernels (else foreach)", resume="free")
-    gemm_weight_grads: bool = setting(
-        True,
-        "CPU: weight gradients of layers with a small map as one matrix product, where oneDNN is slow (8x8 or "
-        "smaller in bf16, 4x4 in fp32, 1x1 in fp32 on AMD CPUs with AVX-512)",
+    kernel_plan: str = setting(
+        "auto",
+        "CPU convolution kernels: auto (each pass of each layer timed at start, the library's kernel against one "
+        "matrix product, the faster kept; a resume keeps the checkpoint's plan; book with --deterministic), book "
+        "(the library's), or a kernel_plan.json or a run directory holding one (to repeat that run exactly)",
+        check=check_kernel_plan_choice,
         resume="free",
     )
     producer: str = setting(

@@ -28,7 +28,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import optuna
 import torch
 from ignite.engine import Events
 from ignite.handlers import TerminateOnNan
@@ -40,7 +39,7 @@ from handlers.plots import write_run_plots_or_warn
 from runner.checkpoint_files import ResumePoint
 from runner.device import choose_kernels, host_looks_every, nondeterministic_refusal, resolve_device
 from runner.distributed import is_main_process, open_run_directory, rank_device, rank_seed, world_size
-from runner.errors import say
+from runner.errors import is_pruned_trial, say
 from runner.rng import seed_everything
 from runner.rundir import RunDirectory, RunLayout
 from runner.settings import settings_dict
@@ -192,14 +191,12 @@ class StandardRun:
             if self.writes and ended == "complete":
                 self.task.finish(context)
             state = ended
-        except optuna.TrialPruned:
-            state = "pruned"
+        except Exception as error:
+            if is_pruned_trial(error):
+                state = "pruned"
+            elif isinstance(error, RuntimeError) and (refusal := nondeterministic_refusal(error)) is not None:
+                raise refusal from None
             raise
-        except RuntimeError as error:
-            refusal = nondeterministic_refusal(error)
-            if refusal is None:
-                raise
-            raise refusal from None
         finally:
             self.close_tensorboard(context, state)
             if self.writes:

@@ -187,6 +187,14 @@ def deterministic_flags(flags: list[str]) -> list[str]:
     return flags if "--deterministic" in flags else [*flags, "--deterministic"]
 
 
+def same_kernels(flags: list[str], straight: Path) -> list[str]:
+    """A task that measured a kernel plan at start (``--kernel-plan auto``) could measure another one in the killed
+    run: it takes the uninterrupted run's plan, so the two compute alike (its resumes take the checkpoint's)."""
+    plan = RunLayout(straight).kernel_plan
+    given = any(flag == "--kernel-plan" or flag.startswith("--kernel-plan=") for flag in flags)
+    return flags if given or not plan.exists() else [*flags, "--kernel-plan", str(plan)]
+
+
 def verify(
     task: str, flags: list[str], kills: int, kill_seed: int, work_dir: Path, script: Path | None = None
 ) -> Outcome:
@@ -202,6 +210,7 @@ def verify(
     run_to_the_end(launch_command(start, sub_command, [*flags, "--output-dir", str(straight)]))
     last = max(records_by_iteration(RunLayout(straight).metrics), default=0)
     killed_flags, first_checkpoint = checkpoint_schedule(flags, task_class, straight, last, kills)
+    killed_flags = same_kernels(killed_flags, straight)
     moments = kill_moments(first_checkpoint, last, kills, random.Random(kill_seed))
     say(f"killed run: {killed} (kills after iterations {', '.join(map(str, moments)) or 'none: too short a run'})")
     launch = launch_command(start, sub_command, [*killed_flags, "--output-dir", str(killed)])

@@ -19,6 +19,14 @@ def test_the_chapters_plain_loop_runs_and_times_each_iteration():
     result = load("atari_gan_speed").plain_loop(2, count_flops=True)
     assert len(result["times"]) == 2 and all(seconds > 0 for seconds in result["times"])
     assert 39e9 < result["flops"] < 41e9  # one iteration at the chapter's sizes, as FlopCounterMode counts it
+    assert result["first_iteration_at"] <= time.time()
+
+
+def test_the_runner_contestant_reports_its_start_up_and_its_kernel_plan(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    timed = load("atari_gan_speed").run_runner(20, TINY_SIZES.split(), flops=1)
+    assert 0 < timed.first_iteration < timed.seconds and len(timed.per_iteration) == 20
+    assert timed.plan.startswith("measured, measured in ") and timed.plan.endswith("products: none")  # tiny passes
 
 
 TINY_SIZES = "--image-size 16 --filters 4 --batch-size 4 --latent-size 8"
@@ -29,8 +37,8 @@ def test_the_roofline_counts_the_runners_step_and_measures_the_peaks(monkeypatch
     speed = load("atari_gan_speed")
     flops, precision = speed.runner_step_flops(TINY_SIZES.split())
     assert flops > 0 and precision in ("bf16", "fp32")
-    # the matrix-product weight gradients are aten.mm calls: FlopCounterMode counts them as the library's kernel
-    assert speed.runner_step_flops([*TINY_SIZES.split(), "--no-gemm-weight-grads"])[0] == flops
+    # the products of a kernel plan are aten.mm calls: FlopCounterMode counts them as the library's kernels
+    assert speed.runner_step_flops([*TINY_SIZES.split(), "--kernel-plan", "book"])[0] == flops
     joint_and_frozen = speed.runner_step_flops([*TINY_SIZES.split(), "--no-joint-d-pass", "--no-freeze-discriminator"])
     assert joint_and_frozen[0] > flops  # D's weight gradients in the generator step: the book's extra work
     peaks = speed.gemm_peaks(shapes=((128, 64, 64),))
@@ -48,13 +56,19 @@ def test_the_layer_table_accounts_for_every_flop_of_the_runners_step(monkeypatch
     layers = load("layer_roofline")
     monkeypatch.setattr(layers, "best_seconds", lambda function, budget: [function(), 1e-3][1])  # no timing here
     for flags in ("--precision fp32", "--precision fp32 --no-joint-d-pass --no-freeze-discriminator"):
-        rows = layers.layer_rows(f"{TINY_SIZES} {flags}")
+        rows, plan = layers.layer_rows(f"{TINY_SIZES} {flags}")
         assert [row.name for row in rows] == ["G1", "G2", "G3", "D1", "D2", "D3", "D1", "D2", "D3"]
-        assert rows[0].input_grad is None and rows[3].input_grad is None and rows[6].input_grad is not None
+        assert "input_grad" not in rows[0].timings and "input_grad" not in rows[3].timings  # first layers
+        assert "input_grad" in rows[6].timings  # D's first layer in G's step: its input is G's images
+        assert plan.source == "measured" and {row.chosen for row in rows} <= set(
+            plan.chosen["discriminator"].values()
+        ) | set(plan.chosen["generator"].values())
         step_flops = load("atari_gan_speed").runner_step_flops(f"{TINY_SIZES} {flags}".split())[0]
         assert sum(row.step_flops() for row in rows) == step_flops  # the table misses no convolution's pass
     table = layers.markdown_table(rows, peak=100.0, precision="fp32")
     assert table.count("\n| G") == 3 and "| 4 | 2x |" in table  # the D step as two passes of 4 images each
+    assert table.count("*") - 1 == sum(len(row.timings) for row in rows)  # each pass made marks its kernel (+ note)
+    assert layers.goal_line(rows, peak=100.0).startswith("passes of >= 1 GFLOP at >= 50 % of peak")
 
 
 def test_the_switch_benchmark_times_each_configuration_on_the_same_batches():
@@ -62,7 +76,7 @@ def test_the_switch_benchmark_times_each_configuration_on_the_same_batches():
     tiny = "--image-size 16 --filters 4 --batch-size 4 --latent-size 8"
     batches = benchmark.make_batches(tiny, 3)
     assert [tuple(batch.shape) for batch in batches] == [(4, 3, 16, 16)] * 3
-    for flags in ("", "--no-gemm-weight-grads --precision fp32"):
+    for flags in ("", "--kernel-plan book --precision fp32"):
         step, engine = benchmark.make_step(f"{tiny} {flags}")
         assert benchmark.time_steps(step, engine, batches, warmup=1) > 0
         assert engine.state.iteration == 4  # the warm-up step, then every batch once

@@ -6,6 +6,8 @@ crosses a layer fails here with the file and line that made it (docs/architectur
 
 import ast
 import importlib
+import subprocess
+import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -206,7 +208,7 @@ PRIVATE_NAMES_ALLOWED = {
     ("engines/adam.py", "_init_group"): "torch's only point before the fused kernel; pinned by test_adam",
     ("datasets/images.py", "_shutdown_workers"): "no public call stops a loader's workers; pinned by a test",
     ("datasets/safe_pickle.py", "_Unpickler"): "the standard library's Python unpickler, subclassed",
-    ("engines/gemm_weight_grads.py", "_original_forward"): "the project's own, kept on the layer it patches",
+    ("engines/conv_kernels.py", "_library_forward"): "the project's own, kept on the layer it switches",
     ("runner/rundir.py", "_remove_partial_writes"): "the project's own, on its own class",
 }
 
@@ -276,3 +278,11 @@ def state_set_by_hooks(path: Path) -> list[str]:
 def test_no_task_hook_keeps_state_for_another():
     """``Task.build`` hands its later hooks what they need (``Parts.built``, ``RunContext``): no hook order matters."""
     assert [line for path in sources("tasks") for line in state_set_by_hooks(path)] == []
+
+
+def test_the_atari_gans_start_imports_neither_optuna_nor_scipy():
+    """Start-up: a sweep imports optuna, an evaluation scipy; the launch of a run pays for neither."""
+    code = "import sys, tasks.commands, tasks.atari_gan, tasks.image_gan\n"
+    code += "print(sorted({'optuna', 'scipy'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "[]"

@@ -48,3 +48,22 @@ def test_the_dcgan_generator_gets_its_own_statistics_in_every_layer():
     layers = [m for m in own.modules() if isinstance(m, nn.BatchNorm2d)]
     assert layers and all(int(layer.num_batches_tracked) == 2 for layer in layers)
     assert own(torch.randn(3, 8, 1, 1)).shape == (3, 3, 16, 16)
+
+
+def test_a_runs_view_makes_each_generators_copy_once_per_state_of_its_weights(monkeypatch):
+    import engines.batch_stats as batch_stats
+
+    made = []
+    make = batch_stats.with_own_statistics
+    monkeypatch.setattr(batch_stats, "with_own_statistics", lambda *args: made.append(1) or make(*args))
+    generator, other = small_generator(), small_generator()
+    shown = batch_stats.OwnStatistics(latent_size=4, seed=7, passes=3)
+    first = shown(generator)
+    assert shown(generator) is first and len(made) == 1  # the sheets and the evaluation of one iteration
+    assert shown(other) is not first and len(made) == 2  # each generator its own
+    with torch.no_grad():
+        generator[1].weight.add_(0.1)  # a training step
+    again = shown(generator)
+    assert again is not first and len(made) == 3
+    expected = make(generator, 4, 7, 3)
+    assert all(torch.equal(a, b) for a, b in zip(again.buffers(), expected.buffers(), strict=True))

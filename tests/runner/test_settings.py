@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import FrozenInstanceError, dataclass
+from typing import ClassVar
 
 import pytest
 
@@ -340,3 +341,14 @@ def test_every_training_settings_class_declares_its_schedule():
     for settings_cls in (AutoencodeSettings, CharRnnSettings, ClassifySettings):
         assert settings_cls().schedule == Schedule("epochs", settings_cls().max_epochs)
     assert AtariGanSettings.distributed and ClassifySettings.distributed and not CharRnnSettings.distributed
+
+
+def test_from_saved_drops_a_setting_the_class_retired_and_still_refuses_unknown_ones():
+    @dataclass(frozen=True)
+    class Retiring(ToySettings):
+        retired: ClassVar[frozenset[str]] = frozenset({"old_switch"})
+
+    saved = {**saved_toy(lr=0.2), "old_switch": False}
+    assert from_saved(Retiring, saved, {}, source="old").lr == 0.2
+    with pytest.raises(UserError, match="unknown settings: momentum"):
+        from_saved(Retiring, {**saved, "momentum": 0.9}, {}, source="old")

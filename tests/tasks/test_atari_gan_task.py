@@ -123,7 +123,7 @@ def test_every_fast_path_switch_can_be_turned_off(tmp_path, tiny_settings, capsy
         freeze_discriminator=False,
         joint_d_pass=False,
         fused_adam=False,
-        gemm_weight_grads=False,
+        kernel_plan="book",
         keep_heap=False,
         producer="off",
     )

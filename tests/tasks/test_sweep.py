@@ -18,7 +18,8 @@ from runner.errors import UserError
 from tasks.search_space import SearchSpace
 
 SWEEP = REPO / "scripts" / "sweep.py"
-TASK_FLAGS = ["--max-iters", "12", "--eval-every", "6", "--image-size", "16", "--fid-samples", "64"]
+# --deterministic: a trial started afresh in two sweeps computes alike (no kernel plan measured apart in each)
+TASK_FLAGS = ["--max-iters", "12", "--eval-every", "6", "--image-size", "16", "--fid-samples", "64", "--deterministic"]
 
 
 def sweep_command(output: Path, *extra: str, storage: str | None = None) -> list[str]:
