@@ -5,7 +5,6 @@ sample sheets. ``tasks.atari_gan`` (live Atari frames, Atari-FID) and ``tasks.im
 """
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +170,7 @@ def attach_ema(
 OWN_STATISTICS_SEED_OFFSET = 1_000_033  # the noise that gives a shown generator its BatchNorm statistics
 
 
-def shown_view(settings: GanRunSettings) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
+def shown_view(settings: GanRunSettings) -> OwnStatistics | None:
     """How sheets, Atari-FID and ``generate`` show a generator (``--shown-statistics``): a copy with its own BatchNorm
     statistics, from noise of its own seed (the same at every evaluation), or (None) as it is, in eval mode. A run
     makes one and hands it to both, so they share each copy (``BuiltGan.shown``)."""
@@ -193,7 +192,7 @@ class BuiltGan:
     gan: Any  # engines.gan's networks and optimizers
     ema_generator: torch.nn.Module | None
     kernel_plan: KernelPlan | None = None  # settled when the trainer starts
-    shown: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # how sheets and evaluations show a generator
+    shown: OwnStatistics | None = None  # how sheets and evaluations show a generator (None: as it is)
 
     def generators(self) -> dict[str, torch.nn.Module]:
         """What sample sheets and evaluations show, by name: ``fake`` (G), and ``fake_ema`` (its average) if on."""
@@ -269,7 +268,7 @@ class GanTask(Task):
                 context.run.samples,
                 self.settings.image_every,
                 context.tb_logger,
-                context.built.shown,
+                context.built.shown.for_sheets if context.built.shown is not None else None,
             )
             sheets.attach(context.trainer)
         plan = context.built.kernel_plan

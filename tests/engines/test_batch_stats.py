@@ -67,3 +67,5 @@ def test_a_runs_view_makes_each_generators_copy_once_per_state_of_its_weights(mo
     assert again is not first and len(made) == 3
     expected = make(generator, 4, 7, 3)
     assert all(torch.equal(a, b) for a, b in zip(again.buffers(), expected.buffers(), strict=True))
+    assert shown(generator, passes=2) is again and len(made) == 3  # fewer passes: the copy there is serves
+    assert shown(generator, passes=5) is not again and len(made) == 4  # more: made again
