@@ -274,6 +274,7 @@ def parse_flags(settings_cls: type, argv: Sequence[str] | None, prog: str, descr
 def read_config(settings_cls: type, path: str) -> dict[str, Any]:
     """A config file's settings, each checked as its flag would be; a mistake names the file and the key."""
     data = read_mapping(path, flag="--config", what="map setting names to values, as a run's config.json does")
+    data = {name: value for name, value in data.items() if name not in settings_cls.retired}  # an older run's
     fields = {field.name: field for field in dataclasses.fields(settings_cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -99,11 +99,13 @@ def task_of(config: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
         for name in trained_tasks()
         if name != "regress"  # classify's fields
     }
-    holding = [task for task, defaults in fields.items() if set(config) <= set(defaults)]
+    retired = {name: settings_class(name).retired for name in fields}  # settings older versions saved, now dropped
+    holding = [task for task, defaults in fields.items() if set(config) - retired[task] <= set(defaults)]
     if not holding:
         raise UserError(f"{path}: its config.json is no task's of this version")
     task = min(holding, key=lambda name: len(fields[name]) - len(config))
     regression = MODEL_KINDS.get(config.get("model"), "") == "regression"
+    config = {name: value for name, value in config.items() if name not in retired[task]}
     settings = {name: list(v) if isinstance(v, tuple) else v for name, v in fields[task].items()} | config
     return ("regress" if task == "classify" and regression else task), settings
 

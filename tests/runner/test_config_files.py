@@ -95,3 +95,12 @@ def test_a_tool_command_prints_its_settings_too(capsys):
         launch_tool(BuildSettings, build, "atari_fid.py", "", ["--image-size", "32", "--print-config"])
     assert exit_info.value.code == 0
     assert yaml.safe_load(capsys.readouterr().out) == {"image_size": 32}
+
+
+def test_an_older_runs_config_with_a_retired_setting_still_reads(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"max_iters": 7, "gemm_weight_grads": False}))  # saved before --kernel-plan
+    assert read_config(AtariGanSettings, str(path)) == {"max_iters": 7}
+    path.write_text(json.dumps({"max_iters": 7, "gemm_weight_grad": False}))
+    with pytest.raises(UserError, match="unknown setting"):
+        read_config(AtariGanSettings, str(path))

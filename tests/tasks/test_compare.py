@@ -115,3 +115,10 @@ def test_a_real_browser_renders_the_tables_and_the_sheets(two_runs, tiny_sweep, 
     subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,1600", url], capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10, "the screenshot is blank"
+
+
+def test_a_run_of_an_older_version_with_a_retired_setting_is_still_a_tasks(tmp_path):
+    from tasks.compare import task_of
+
+    task, settings = task_of({"games": ["Pong"], "max_iters": 10, "gemm_weight_grads": True}, tmp_path / "old")
+    assert task == "atari_gan" and "gemm_weight_grads" not in settings and settings["kernel_plan"] == "auto"
