@@ -58,11 +58,6 @@ class Row:
         return self.calls * self.flops * len(self.timings)
 
 
-def layer_inputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input of each convolution of ``model`` on ``inputs``, by layer name (fp32, before autocast)."""
-    return conv_inputs(model, inputs)
-
-
 def time_layer(layer: nn.Module, inputs: torch.Tensor, dtype, passes: set[str]) -> dict:
     """Best-of seconds of each kernel of each pass in ``passes`` (the weight gradient with the bias gradient, as the
     step computes them), and the FLOPs of one forward."""
@@ -111,7 +106,7 @@ def layer_rows(flags: str) -> tuple[list[Row], KernelPlan]:
         layers = planned_layers(model)
         for images, calls, passes, first_input_grad in steps:
             repeated = inputs.repeat(images // inputs.shape[0], *[1] * (inputs.dim() - 1))
-            for index, (name, x) in enumerate(layer_inputs(model, repeated).items()):
+            for index, (name, x) in enumerate(conv_inputs(model, repeated).items()):
                 layer = layers[name]
                 layer_passes = passes - {"input_grad"} if index == 0 and not first_input_grad else passes
                 measured = time_layer(layer, x, dtype, layer_passes)

@@ -145,7 +145,7 @@ def time_layer(layer: nn.Module, inputs: Tensor, dtype: torch.dtype, source: tor
     grad_out = torch.empty_like(out).normal_(generator=source)
     rows, columns, channels = patch_matrix(layer, x, out)
     flops = 2 * rows * columns * channels
-    timed: dict[str, Any] = {"mflop": round(flops / 1e6, 3)}
+    timed: dict[str, Any] = {"shape": shape_of(x, out), "mflop": round(flops / 1e6, 3)}
     if flops < MIN_FLOPS:
         return timed
     fits = rows * columns <= MAX_PATCH_ELEMENTS
@@ -181,9 +181,8 @@ def choice(timed: Mapping[str, Any]) -> LayerKernels:
     return LayerKernels(**{name: faster(name) for name in PASSES})
 
 
-def shape_of(layer: nn.Module, inputs: Tensor) -> str:
-    out_side = convolve(layer, inputs[:1].float(), layer.weight.detach().float(), None).shape[-1]
-    return f"{inputs.shape[1]}->{layer.out_channels}, {inputs.shape[-1]}x{inputs.shape[-1]}->{out_side}x{out_side}"
+def shape_of(x: Tensor, out: Tensor) -> str:
+    return f"{x.shape[1]}->{out.shape[1]}, {x.shape[-1]}x{x.shape[-1]}->{out.shape[-1]}x{out.shape[-1]}"
 
 
 def machine() -> str:
@@ -232,7 +231,7 @@ class KernelPlan:
             for name, inputs in conv_inputs(model, examples[network]).items():
                 timed = time_layer(layers[name], inputs, dtype, source)
                 chosen[network][name] = choice(timed)
-                timings[network][name] = {"shape": shape_of(layers[name], inputs), **timed}
+                timings[network][name] = timed
         self.measured = {
             "machine": machine(),
             "precision": str(dtype).removeprefix("torch."),
