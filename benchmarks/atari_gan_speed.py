@@ -21,6 +21,10 @@ Each round runs, as separate processes:
 
 ``--no-plain-loop`` leaves 1 out (it takes the longest) when only 2 and 4 are compared.
 
+Before the rounds one short launch measures the runner's kernel plan (``--kernel-plan measure``, which replaces the
+machine's cached plan for these settings), and prints what that cost its start; every round's runner then takes the
+cached plan, as a user's runs do after their first one on a machine. Runner flags naming a ``--kernel-plan`` skip it.
+
 Seconds per iteration in steady state are the median of 10-iteration means after ``--warmup`` iterations (the
 runner reports a rate per 10 iterations, so every contestant is measured the same way); whole-process wall time
 includes start-up and exit. Alternating rounds spread any drift in the machine's speed over all contestants.
@@ -463,15 +467,18 @@ def run_runner(iters: int, runner_flags: list[str], flops: int) -> Timed:
         seconds = time.perf_counter() - started
         records = [json.loads(line) for line in Path(f"{folder}/run/metrics.jsonl").read_text().splitlines()]
         plan_file = Path(f"{folder}/run/kernel_plan.json")
-        plan = plan_summary(json.loads(plan_file.read_text())) if plan_file.exists() else "none (not a CPU run)"
+        said = [line for line in stderr.splitlines() if line.startswith("kernel plan (")]
+        taken = said[0].removeprefix("kernel plan (").partition(")")[0] if said else ""
+        plan = plan_summary(json.loads(plan_file.read_text()), taken) if plan_file.exists() else "none (not a CPU run)"
     first = appeared - launched - (BLOCK - 1) / record["iters_per_sec"]
     # Each record's rate covers the 10 iterations since the previous one: the block's mean, once per iteration.
     per_iteration = [1 / r["iters_per_sec"] for r in records if "iters_per_sec" in r for _ in range(BLOCK)]
     return Timed(seconds, per_iteration, flops, first, plan)
 
 
-def plan_summary(document: dict) -> str:
-    """Which passes of which layers a run's kernel plan gave to one matrix product, and what planning cost."""
+def plan_summary(document: dict, taken: str = "") -> str:
+    """Which passes of which layers a run's kernel plan gave to one matrix product, where the run ``taken`` it from
+    (measured, cache, checkpoint, ...), and what measuring it cost."""
     products = [
         f"{network[0].upper()}:{name} {', '.join(p for p, kernel in passes.items() if kernel == 'product')}"
         for network, layers in document["networks"].items()
@@ -479,7 +486,22 @@ def plan_summary(document: dict) -> str:
         if "product" in passes.values()
     ]
     cost = f", measured in {document['seconds']:.1f} s" if "seconds" in document else ""
-    return f"{document['source']}{cost}; products: {'; '.join(products) or 'none'}"
+    origin = document["source"] if taken in ("", document["source"]) else f"{taken}, {document['source']}"
+    return f"{origin}{cost}; products: {'; '.join(products) or 'none'}"
+
+
+def measure_plan_once(runner_flags: list[str], flops: int) -> None:
+    """The runner's kernel plan, measured by one short launch (``--kernel-plan measure``) into the machine's plan
+    cache, which every round's runner then takes: the rounds start as a user's runs do after the first one on a
+    machine, and what measuring costs that first run is printed once."""
+    if any(flag.startswith("--kernel-plan") for flag in runner_flags):
+        return
+    timed = run_runner(BLOCK, [*runner_flags, "--kernel-plan", "measure"], flops)
+    print(
+        f"kernel plan for the rounds: {timed.plan} (a launch measuring it: {timed.first_iteration:.1f} s to "
+        "its first iteration)",
+        flush=True,
+    )
 
 
 def steady_mean(per_iteration: list[float], warmup: int) -> float:
@@ -537,6 +559,7 @@ def main() -> None:
         versus_flags = [*runner_flags, *args.versus_flags.split()]
         versus_flops, precision["versus"] = runner_step_flops(versus_flags)
         contestants["versus"] = lambda n: run_runner(n, versus_flags, versus_flops)
+    measure_plan_once(runner_flags, runner_flops)
     results = {name: [] for name in contestants}
     round_peaks = []
     for round_number in range(args.rounds):

@@ -13,8 +13,16 @@ precision's rounding is never chosen. A product is kept only where it beats the 
 
 It is part of the checkpoint (``state_dict``), so a resumed run computes with the kernels it began with, and its
 ``document()`` is what a run directory's ``kernel_plan.json`` holds and ``--kernel-plan FILE`` reads back.
+
+A measured plan is also kept in the machine's cache (``datasets.cache_dir()/kernel_plans``), under a key of everything
+its timings depend on: the CPU and its flags, the cores and threads, torch's version, the precision, every layer's
+geometry and layout, the examples' shapes and the planner's thresholds. A later run with the same key takes it instead
+of timing again (``--kernel-plan auto``), the way torch.compile's autotuning keeps its choices: start-up is seconds
+shorter, and fresh runs on one machine compute with the same kernels, so they repeat each other exactly.
+``--kernel-plan measure`` times the kernels again and replaces the cached plan (after the machine was busy, say).
 """
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +33,7 @@ import ignite.distributed as idist
 import torch
 from torch import Tensor, nn
 
+from datasets import cache_dir
 from engines.conv_kernels import (
     BOOK,
     KERNELS,
@@ -40,7 +49,7 @@ from engines.conv_kernels import (
     use_kernels,
     weight_grad,
 )
-from runner.errors import UserError
+from runner.errors import CannotWrite, UserError
 from runner.files import write_atomically
 from runner.machine import cpu_fields, usable_cores
 from runner.rundir import RunLayout
@@ -55,6 +64,8 @@ MIN_FLOPS = 2**20  # a pass of fewer FLOPs takes microseconds either way: the li
 MAX_PATCH_ELEMENTS = 2**25  # a product whose patch matrix is larger costs more memory than it can save time
 AGREEMENT = {torch.float32: 1e-3, torch.float64: 1e-9}  # largest difference, relative to the largest value
 REDUCED_AGREEMENT = 5e-2  # bf16 and fp16 results round to 8 or 11 bits
+CACHE_FOLDER = "kernel_plans"  # in datasets.cache_dir(): one file per key
+MEASURED_FIELDS = ("machine", "precision", "seconds", "measured_at", "timings_ms")
 
 Plan = dict[str, dict[str, LayerKernels]]  # network name -> layer name -> kernels
 
@@ -192,6 +203,41 @@ def machine() -> str:
     return f"{fields.get('model name', 'unknown CPU')}, {usable_cores()} cores; flags: {' '.join(flags) or 'none'}"
 
 
+def layer_signature(layer: nn.Module) -> list:
+    """What a layer's kernels are timed on, besides its input: its kind, geometry, bias and weight layout."""
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    geometry = [layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation]
+    extra = [layer.groups, layer.output_padding if transposed else None, layer.bias is not None]
+    return ["transposed" if transposed else "convolution", *geometry, *extra, list(layer.weight.stride())]
+
+
+def cache_key(networks: Mapping[str, nn.Module], examples: Mapping[str, Tensor], dtype: torch.dtype) -> dict:
+    """Everything a measured plan depends on; two runs with equal keys would time the same kernels on the same work.
+    As JSON gives it back (lists, not tuples), so that it equals the key a cached file holds."""
+    key = {
+        "format": FORMAT,
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "precision": str(dtype).removeprefix("torch."),
+        "planner": [TIMED_CALLS, LOSER, MARGIN, MIN_SAVING_MS, MIN_FLOPS, MAX_PATCH_ELEMENTS],
+        "networks": {
+            network: {
+                "example": [list(examples[network].shape), list(examples[network].stride())],
+                "layers": {name: layer_signature(layer) for name, layer in planned_layers(model).items()},
+            }
+            for network, model in networks.items()
+        },
+    }
+    return json.loads(json.dumps(key))
+
+
+def cache_file(key: Mapping[str, Any]) -> Path:
+    """The machine's cached plan for ``key`` (a file named by the key's digest; the file holds the key itself)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / CACHE_FOLDER / f"{digest}.json"
+
+
 class KernelPlan:
     """The kernels of a run's networks: measured, read from a file, the library's (``book``), or a checkpoint's.
     ``chosen`` is None until one of those sets it; ``origin`` says how the plan was first made, ``source`` where
@@ -209,7 +255,7 @@ class KernelPlan:
             for network, model in self.networks.items()
         }
         self.source = source
-        self.origin = self.origin if source in ("checkpoint", "rank 0") else source
+        self.origin = self.origin if source in ("checkpoint", "rank 0", "cache") else source
         for network, model in self.networks.items():
             use_kernels(model, self.chosen[network])
         return self
@@ -236,6 +282,7 @@ class KernelPlan:
             "machine": machine(),
             "precision": str(dtype).removeprefix("torch."),
             "seconds": round(time.perf_counter() - started, 3),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "timings_ms": timings,
         }
         return self.use(chosen, "measured")
@@ -250,6 +297,9 @@ class KernelPlan:
         line = f"kernel plan ({self.source}): {self.products()} of {passes} passes as one matrix product"
         if self.source == "measured":
             return f"{line}, measured in {self.measured['seconds']:.1f} s"
+        if self.source == "cache":
+            when = self.measured.get("measured_at", "earlier")
+            return f"{line}, measured on this machine {when} (--kernel-plan measure times them again)"
         return line if self.origin in (self.source, "book") else f"{line} (it was {self.origin})"
 
     def document(self) -> dict[str, Any]:
@@ -273,17 +323,47 @@ class KernelPlan:
         self.measured = {}
         return self.use(self.checked(document, where), f"file {plan_path(choice)}")
 
+    def cached(self, key: Mapping[str, Any]) -> "KernelPlan | None":
+        """This machine's plan for ``key`` where its cache holds a sound one (anything else is measured again)."""
+        try:
+            document = json.loads(cache_file(key).read_text())
+            if document.get("key") != key:
+                return None
+            self.load_state_dict(document, source="cache")
+        except (OSError, ValueError, AttributeError, UserError):
+            return None
+        return self
+
+    def keep(self, key: Mapping[str, Any]) -> None:
+        """Put this measured plan in the machine's cache; a cache that cannot be written only costs the next run
+        its measurement."""
+        path = cache_file(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, (json.dumps({**self.document(), "key": key}, indent=1) + "\n").encode())
+        except (OSError, CannotWrite):
+            pass
+
+    def timed_or_cached(self, examples: Mapping[str, Tensor], dtype: torch.dtype, again: bool) -> "KernelPlan":
+        """The machine's cached plan for this work, unless ``again``; else one measured now and cached."""
+        key = cache_key(self.networks, examples, dtype)
+        if not again and self.cached(key) is not None:
+            return self
+        self.measure(examples, dtype)
+        self.keep(key)
+        return self
+
     def resolve(self, choice: str, examples: Callable[[], Mapping[str, Tensor]], dtype: torch.dtype) -> "KernelPlan":
-        """``--kernel-plan``: ``book``, a file, or ``auto``: the checkpoint's plan where one was loaded, else one
-        measured on ``examples()``. With several processes rank 0 decides and the others take its plan, so every
-        rank computes with the same kernels."""
+        """``--kernel-plan``: ``book``, a file, ``measure`` (timed now), or ``auto``: the checkpoint's plan where
+        one was loaded, else the machine's cached plan for this work, else one measured now. With several processes
+        rank 0 decides and the others take its plan, so every rank computes with the same kernels."""
         if idist.get_rank() == 0:
             if choice == "book":
                 self.book()
+            elif choice == "measure" or (choice == "auto" and self.chosen is None):
+                self.timed_or_cached(examples(), dtype, again=choice == "measure")
             elif choice != "auto":
                 self.read(choice)
-            elif self.chosen is None:
-                self.measure(examples(), dtype)
         if idist.get_world_size() > 1:
             document = idist.broadcast(json.dumps(self.document()) if idist.get_rank() == 0 else "", src=0)
             if idist.get_rank() != 0:
@@ -296,7 +376,7 @@ class KernelPlan:
     def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> None:
         chosen = self.checked(state, f"the {source}'s kernel plan")
         self.origin = str(state.get("source", ""))
-        self.measured = {key: state[key] for key in ("machine", "precision", "seconds", "timings_ms") if key in state}
+        self.measured = {key: state[key] for key in MEASURED_FIELDS if key in state}
         self.use(chosen, source)
 
     def checked(self, document: Any, where: str) -> Plan:
@@ -332,5 +412,5 @@ def plan_path(choice: str) -> Path:
 
 
 def check_kernel_plan_choice(choice: str) -> None:
-    if choice not in ("auto", "book") and not plan_path(choice).is_file():
-        raise ValueError("must be auto, book, or a kernel_plan.json (or a run directory holding one) that exists")
+    if choice not in ("auto", "measure", "book") and not plan_path(choice).is_file():
+        raise ValueError("must be auto, measure, book, or an existing kernel_plan.json (or a run directory with one)")

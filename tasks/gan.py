@@ -88,7 +88,7 @@ def kernel_plan_of(settings: GanRunSettings, gan: Gan, device: torch.device) -> 
 
 def settle_kernels(plan: KernelPlan, settings: GanRunSettings, precision: str) -> None:
     """``--kernel-plan``; with ``--deterministic`` an ``auto`` plan is the library's, so that fresh runs with the
-    same flags repeat each other exactly (a measured plan differs from one run to the next, as cuDNN's choices do)."""
+    same flags repeat each other exactly (a measured plan differs from one machine, or measurement, to the next)."""
     choice = "book" if settings.deterministic and settings.kernel_plan == "auto" else settings.kernel_plan
     examples = functools.partial(plan_examples, settings, plan.networks["generator"])
     plan.resolve(choice, examples, PRECISIONS[precision] or torch.float32)
@@ -254,7 +254,7 @@ class GanTask(Task):
             to_save["kernel_plan"] = plan  # a resume computes with the kernels the run began with
             trainer.add_event_handler(Events.STARTED, lambda _: settle_kernels(plan, settings, precision))
         # A run from before EMA existed starts its average at its resume; one from before fp16 has no scaler; one
-        # from before kernel plans measures one.
+        # from before kernel plans takes the machine's plan.
         optional = ("grad_scaler", "last_losses", "generator_ema", "kernel_plan")
         return Parts(trainer, data, to_save, optional, BuiltGan(gan, ema_generator, plan, shown_view(settings)))
 

@@ -128,8 +128,9 @@ class GanRunSettings(RunSettings):
     kernel_plan: str = setting(
         "auto",
         "CPU convolution kernels: auto (each pass of each layer timed at start, the library's kernel against one "
-        "matrix product, the faster kept; a resume keeps the checkpoint's plan; book with --deterministic), book "
-        "(the library's), or a kernel_plan.json or a run directory holding one (to repeat that run exactly)",
+        "matrix product, the faster kept, and cached for this machine: later runs take the cached plan; a resume "
+        "keeps the checkpoint's; book with --deterministic), measure (time them again, replacing the cached plan), "
+        "book (the library's), or a kernel_plan.json or a run directory holding one (to repeat that run exactly)",
         check=check_kernel_plan_choice,
         resume="free",
     )

@@ -122,10 +122,59 @@ def test_a_plan_with_an_unknown_kernel_is_refused(tmp_path):
 
 
 def test_the_choice_of_plan_is_checked_where_it_is_given(tmp_path):
-    for choice_ in ("auto", "book"):
+    for choice_ in ("auto", "measure", "book"):
         check_kernel_plan_choice(choice_)
-    with pytest.raises(ValueError, match="must be auto, book, or a kernel_plan.json"):
+    with pytest.raises(ValueError, match="must be auto, measure, book, or an existing kernel_plan.json"):
         check_kernel_plan_choice(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError):
         check_kernel_plan_choice(str(tmp_path))  # a folder without a plan
     assert plan_path(str(tmp_path)) == tmp_path / "kernel_plan.json"
+
+
+@pytest.fixture
+def plan_cache(tmp_path, monkeypatch):
+    """The machine's plan cache, in the test's folder: the folder of cached plans."""
+    monkeypatch.setattr(planning, "cache_dir", lambda: tmp_path / "cache")
+    return tmp_path / "cache" / planning.CACHE_FOLDER
+
+
+def test_a_measured_plan_is_kept_for_the_machine_and_the_next_run_takes_it(every_pass_timed, plan_cache, monkeypatch):
+    verdict = {"kernels": LayerKernels(PRODUCT, PRODUCT, PRODUCT)}
+    monkeypatch.setattr(planning, "choice", lambda timed: verdict["kernels"])
+    nets = networks()
+    inputs = examples(nets)
+    first = KernelPlan(nets).resolve("auto", lambda: inputs, torch.float32)
+    assert first.source == "measured" and first.products() == 18 and len(list(plan_cache.iterdir())) == 1
+    verdict["kernels"] = BOOK  # a plan measured now would choose otherwise
+    again = KernelPlan(networks()).resolve("auto", lambda: inputs, torch.float32)
+    assert again.source == "cache" and again.chosen == first.chosen and again.document() == first.document()
+    assert "measured on this machine 20" in again.summary() and "--kernel-plan measure" in again.summary()
+    remeasured = KernelPlan(networks()).resolve("measure", lambda: inputs, torch.float32)
+    assert remeasured.source == "measured" and remeasured.products() == 0
+    assert KernelPlan(networks()).resolve("auto", lambda: inputs, torch.float32).products() == 0  # it replaced it
+    assert len(list(plan_cache.iterdir())) == 1
+
+
+def test_other_work_is_measured_again_and_a_broken_cache_costs_only_a_measurement(
+    every_pass_timed, plan_cache, monkeypatch, tmp_path
+):
+    def plan_source(nets, dtype=torch.float32, inputs=None):
+        inputs = examples(nets) if inputs is None else inputs
+        return KernelPlan(nets).resolve("auto", lambda: inputs, dtype).source
+
+    assert plan_source(networks()) == "measured"
+    assert plan_source(networks()) == "cache"
+    assert plan_source(networks(), torch.float64) == "measured"  # another precision
+    assert plan_source(networks(filters=8)) == "measured"  # other layers
+    nets = networks()
+    assert plan_source(nets, inputs={**examples(nets), "generator": torch.randn(6, 8, 1, 1)}) == "measured"  # batch
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "get_num_threads", lambda: 7)
+        assert plan_source(networks()) == "measured"  # other threads time otherwise
+    assert len(list(plan_cache.iterdir())) == 5
+    for entry in plan_cache.iterdir():
+        entry.write_text("{not a plan")
+    assert plan_source(networks()) == "measured" and plan_source(networks()) == "cache"  # rewritten
+    (tmp_path / "cache").rename(tmp_path / "elsewhere")
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    assert plan_source(networks()) == "measured" and plan_source(networks()) == "measured"  # it could not be kept

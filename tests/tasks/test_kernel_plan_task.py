@@ -15,8 +15,10 @@ EVERY_PRODUCT = LayerKernels(PRODUCT, PRODUCT, PRODUCT)
 
 
 @pytest.fixture
-def planner(monkeypatch):
-    """The planner's verdict, set by the test: the tiny networks' passes are timed, and ``choose`` decides."""
+def planner(monkeypatch, tmp_path):
+    """The planner's verdict, set by the test: the tiny networks' passes are timed, and ``choose`` decides; the
+    machine's plan cache is the test's own."""
+    monkeypatch.setattr(planning, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setattr(planning, "MIN_FLOPS", 0)
     verdict = {"kernels": EVERY_PRODUCT}
     monkeypatch.setattr(planning, "choice", lambda timed: verdict["kernels"])
@@ -64,10 +66,25 @@ def test_deterministic_runs_take_the_librarys_kernels(tmp_path, tiny_settings, p
     assert "kernel plan (book): 0 of 18 passes" in capsys.readouterr().err
 
 
-def test_a_checkpoint_from_before_kernel_plans_resumes_and_measures_one(tmp_path, tiny_settings, planner, capsys):
+def test_a_checkpoint_from_before_kernel_plans_resumes_with_the_machines_plan(tmp_path, tiny_settings, planner, capsys):
     assert task.train(tiny_settings(tmp_path / "run", max_iters=5)).exit_code == 0
     path, state = find_checkpoint(tmp_path / "run")
     del state["kernel_plan"]
     capsys.readouterr()
     assert task.train(tiny_settings(tmp_path / "run", max_iters=8), ResumePoint(path, state)).exit_code == 0
-    assert "kernel plan (measured): 18 of 18" in capsys.readouterr().err
+    assert "kernel plan (cache): 18 of 18" in capsys.readouterr().err  # measured by the run's start, kept
+
+
+def test_a_second_fresh_run_takes_the_machines_cached_plan_and_repeats_the_first(
+    tmp_path, tiny_settings, planner, capsys
+):
+    assert task.train(tiny_settings(tmp_path / "first", max_iters=6)).exit_code == 0
+    planner["kernels"] = BOOK  # a plan measured now would differ, and so would the numbers
+    assert task.train(tiny_settings(tmp_path / "second", max_iters=6)).exit_code == 0
+    said = capsys.readouterr().err
+    assert "kernel plan (cache): 18 of 18 passes as one matrix product, measured on this machine 20" in said
+    assert losses_of(tmp_path / "second") == losses_of(tmp_path / "first")
+    assert plan_file(tmp_path / "second")["timings_ms"] == plan_file(tmp_path / "first")["timings_ms"]
+    assert task.train(tiny_settings(tmp_path / "again", max_iters=6, kernel_plan="measure")).exit_code == 0
+    assert "kernel plan (measured): 0 of 18" in capsys.readouterr().err
+    assert losses_of(tmp_path / "again") != losses_of(tmp_path / "first")
