@@ -11,7 +11,14 @@ run with that ``--shown-statistics`` logs at that iteration. Nothing in the chec
     python benchmarks/ema_batch_stats.py runs/r/checkpoints/*.pt --records runs/r/own_statistics.jsonl
 
 ``--records FILE`` appends one ``metrics.jsonl``-style record per checkpoint (``fid`` and ``fid_ema`` with their own
-statistics, ``"fid_statistics": "own"``) for ``benchmarks/fid_summary.py --records-name``.
+statistics, ``"fid_statistics": "own"``) for ``benchmarks/fid_summary.py --records``.
+
+``--window N`` asks what a slower average would show: at each checkpoint from the N-th on, the moving average's
+weights averaged over that checkpoint and the N - 1 before it (checkpoints every 500 iterations and N = 4: the
+average's memory of about 1 / (1 - decay) iterations spread over 2,000 more), evaluated with its own statistics only;
+its records are ``fid_ema`` with ``"window": N``.
+
+    python benchmarks/ema_batch_stats.py runs/r/checkpoints/checkpoint_*[05]00.pt --window 4 --records r/window4.jsonl
 """
 
 import argparse
@@ -46,22 +53,33 @@ def real_frames(games: tuple[str, ...], samples: int, size: int, seed: int) -> t
     return spaced_frames(games, samples, size, seed=seed)
 
 
-def evaluate(path: Path) -> dict[str, float]:
+def averaged_weights(paths: list[Path], key: str) -> dict[str, torch.Tensor]:
+    """The mean of ``key``'s state over the checkpoints at ``paths`` (counters: the last one's)."""
+    states = [load_checkpoint(path)[key] for path in paths]
+    return {
+        name: sum(state[name] for state in states) / len(states) if value.is_floating_point() else value
+        for name, value in states[-1].items()
+    }
+
+
+def evaluate(path: Path, window: list[Path] | None = None) -> dict[str, float]:
     """``fid`` and ``fid_ema`` as a run with ``--shown-statistics running`` logs them, and ``*_own`` as one with
-    ``own`` does, for the checkpoint at ``path``."""
+    ``own`` does, for the checkpoint at ``path``; with a ``window`` of checkpoints, only ``fid_ema_own`` of the
+    average's weights averaged over them."""
     state = load_checkpoint(path)
     saved = {key: value for key, value in state["settings"].items() if key not in AtariGanSettings.retired}
     settings = make_settings(AtariGanSettings, {**saved, "resume": "", "output_dir": "unused"})
     networks = {}
-    for name, key in (("fid", "generator"), ("fid_ema", "generator_ema")):
+    kept = (("fid_ema", "generator_ema"),) if window else (("fid", "generator"), ("fid_ema", "generator_ema"))
+    for name, key in kept:
         networks[name] = make_networks(settings)[0]
-        networks[name].load_state_dict(state[key])
+        networks[name].load_state_dict(averaged_weights(window, key) if window else state[key])
     seed = settings.seed + EVAL_SEED_OFFSET  # the run's own evaluation: its real frames and its noise
     real = real_frames(tuple(settings.games), settings.fid_samples, settings.image_size, seed)
     noise = torch.randn(settings.fid_samples, settings.latent_size, 1, 1, generator=torch.Generator().manual_seed(seed))
     features = LazyFeatures(lambda: load_frame_classifier(settings.image_size, say=print), CPU)
     values = {}
-    for suffix, statistics in (("", "running"), ("_own", "own")):
+    for suffix, statistics in (("_own", "own"),) if window else (("", "running"), ("_own", "own")):
         shown = shown_view(make_settings(AtariGanSettings, {**saved, "shown_statistics": statistics}))
         evaluator = create_fid_evaluator(networks, features, real, noise, FID_BATCH, CPU, shown)
         evaluator.run(fid_batches(settings.fid_samples, FID_BATCH))
@@ -73,7 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--records", type=Path, help="append each checkpoint's own-statistics FIDs to this file")
+    parser.add_argument("--window", type=int, default=0, help="the average's weights over this many checkpoints")
     args = parser.parse_args()
+    if args.window:
+        slower_average(sorted(args.checkpoints, key=checkpoint_iteration), args.window, args.records)
+        return
     print("| checkpoint | fid (running) | fid_ema (running) | fid (own) | fid_ema (own) |")
     print("| --- | --- | --- | --- | --- |")
     for path in sorted(args.checkpoints, key=checkpoint_iteration):
@@ -83,6 +105,20 @@ def main() -> None:
         if args.records:
             record = {"iteration": checkpoint_iteration(path), "fid": fid["fid_own"], "fid_ema": fid["fid_ema_own"]}
             with args.records.open("a") as file:
+                file.write(json.dumps({**record, "fid_statistics": "own"}) + "\n")
+
+
+def slower_average(paths: list[Path], window: int, records: Path | None) -> None:
+    """``--window``: from the ``window``-th checkpoint on, ``fid_ema`` (own statistics) of the averaged average."""
+    print(f"| checkpoint | fid_ema (own), the average over {window} checkpoints |")
+    print("| --- | --- |")
+    for end in range(window - 1, len(paths)):
+        path = paths[end]
+        averaged = evaluate(path, paths[end - window + 1 : end + 1])["fid_ema_own"]
+        print(f"| {path} | {averaged:.2f} |", flush=True)
+        if records:
+            record = {"iteration": checkpoint_iteration(path), "fid_ema": averaged, "window": window}
+            with records.open("a") as file:
                 file.write(json.dumps({**record, "fid_statistics": "own"}) + "\n")
 
 

@@ -5,6 +5,8 @@ import re
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -235,3 +237,15 @@ def test_a_step_gets_its_share_and_what_the_steps_before_it_left_never_more_than
     assert short.timeout(30) == 25  # 60 - 30 used - 5 kept: no more than is left
     clock[0] += 25
     assert short.timeout(10) is None  # too little left to start
+
+
+def test_the_slower_average_is_the_mean_of_the_kept_averages(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    benchmark = load("ema_batch_stats")
+    kept = {
+        "a.pt": {"generator_ema": {"weight": torch.tensor([1.0, 3.0]), "num_batches_tracked": torch.tensor(5)}},
+        "b.pt": {"generator_ema": {"weight": torch.tensor([3.0, 7.0]), "num_batches_tracked": torch.tensor(9)}},
+    }
+    monkeypatch.setattr(benchmark, "load_checkpoint", lambda path: kept[str(path)])
+    mean = benchmark.averaged_weights([Path("a.pt"), Path("b.pt")], "generator_ema")
+    assert torch.equal(mean["weight"], torch.tensor([2.0, 5.0])) and mean["num_batches_tracked"].item() == 9
