@@ -20,6 +20,7 @@ from engines.gan import PRECISIONS, GanStep, create_gan_trainer
 from engines.kernel_plan import KernelPlan
 from handlers import SampleSheets
 from handlers.ema import ema_handler_class
+from handlers.lr_decay import decay_to_zero
 from runner.checkpoint_files import ResumePoint
 from runner.device import resolve_precision
 from runner.distributed import is_main_process, per_rank, wrap_model
@@ -236,6 +237,9 @@ class GanTask(Task):
             scaler,
             augment,
         )
+        if settings.lr_decay_from:
+            rates = [(opt, opt.param_groups[0]["lr"]) for opt in (gan.gen_optimizer, gan.dis_optimizer)]  # settings'
+            decay_to_zero(trainer, rates, settings.lr_decay_from, settings.lr_decay_end())
         if is_main_process():
             say(f"fast path: {fast_path_summary(settings, precision, data)}")
             techniques = technique_summary(settings)

@@ -89,6 +89,16 @@ class GanRunSettings(RunSettings):
     )
     dis_lr: float = setting(0.0, "Adam learning rate of D (0: --lr); above G's, it is TTUR", check=non_negative)
     gen_lr: float = setting(0.0, "Adam learning rate of G (0: --lr)", check=non_negative)
+    lr_decay_from: int = setting(
+        0,
+        "iteration after which both learning rates fall linearly to 0 at --lr-decay-to (0: constant, as the "
+        "chapter); a function of the iteration alone, so a resume that adds it branches a run exactly",
+        check=non_negative,
+        resume="free",
+    )
+    lr_decay_to: int = setting(
+        0, "iteration at which --lr-decay-from's rates reach 0 (0: --max-iters)", check=non_negative, resume="free"
+    )
     r1_weight: float = setting(
         0.0, "gamma of the R1 penalty on real frames, gamma/2 E||grad D(real)||^2 (0: none)", check=non_negative
     )
@@ -186,9 +196,18 @@ class GanRunSettings(RunSettings):
         """The settings of ``--recipe`` (applied under the flags the user gave)."""
         return dict(RECIPES.get(explicit.get("recipe", "book"), {}))  # an unknown one: the field's check says so
 
+    def lr_decay_end(self) -> int:
+        """The iteration at which ``--lr-decay-from``'s rates reach 0."""
+        return self.lr_decay_to or self.max_iters
+
     def validate(self) -> None:
         if self.ema_warmup and not self.ema_decay:
             raise ValueError(f"--ema-warmup {self.ema_warmup}: there is no moving average to warm up (--ema-decay 0)")
+        if self.lr_decay_to and not self.lr_decay_from:
+            raise ValueError(f"--lr-decay-to {self.lr_decay_to}: say where the decay starts (--lr-decay-from)")
+        if self.lr_decay_from and self.lr_decay_from >= self.lr_decay_end():
+            end = f"--lr-decay-to {self.lr_decay_to}" if self.lr_decay_to else f"--max-iters {self.max_iters}"
+            raise ValueError(f"--lr-decay-from {self.lr_decay_from}: must be below {end}")
         if self.ada_target and self.augment == "none":
             raise ValueError(f"--ada-target {self.ada_target}: choose what to augment (--augment)")
 
@@ -202,6 +221,8 @@ def technique_summary(settings: GanRunSettings) -> str:
         on.append(f"{settings.d_norm} normalization in D")
     if settings.dis_lr or settings.gen_lr:
         on.append(f"learning rates D {settings.dis_lr or settings.lr:g}, G {settings.gen_lr or settings.lr:g}")
+    if settings.lr_decay_from:
+        on.append(f"learning rates falling to 0 from iteration {settings.lr_decay_from} to {settings.lr_decay_end()}")
     if settings.r1_weight:
         on.append(f"R1 {settings.r1_weight:g} every {settings.r1_every} iterations")
     if settings.augment != "none":

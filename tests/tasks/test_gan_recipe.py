@@ -28,6 +28,8 @@ EVERYTHING = {
     "ada_target": 0.3,
     "ada_speed": 40,
     "ema_warmup": 15,
+    "lr_decay_from": 6,
+    "lr_decay_to": 20,
 }
 EVALUATED = {"max_iters": 20, "eval_every": 5, "image_every": 10, "collapse_factor": 1.01}
 
@@ -41,6 +43,7 @@ def test_book_is_the_default_and_every_technique_is_off():
     assert book.recipe == "book" and settings_of(recipe="book") == book
     assert (book.loss, book.d_norm, book.augment) == ("bce", "batchnorm", "none")
     assert book.r1_weight == book.dis_lr == book.gen_lr == book.ada_target == book.ema_warmup == 0
+    assert book.lr_decay_from == book.lr_decay_to == 0
 
 
 def test_stable_resolves_to_its_recipe_and_flags_override_it():
@@ -67,6 +70,9 @@ def test_print_config_shows_what_stable_resolves_to(capsys):
         ({"ada_target": 0.6}, "--ada-target 0.6: choose what to augment (--augment)"),
         ({"ema_decay": 0.0, "ema_warmup": 100}, "--ema-warmup 100: there is no moving average to warm up"),
         ({"collapse_factor": 0.5}, "--collapse-factor 0.5: must be 0 (off) or above 1"),
+        ({"lr_decay_from": 500, "max_iters": 500}, "--lr-decay-from 500: must be below --max-iters 500"),
+        ({"lr_decay_from": 50, "lr_decay_to": 40}, "--lr-decay-from 50: must be below --lr-decay-to 40"),
+        ({"lr_decay_to": 40}, "--lr-decay-to 40: say where the decay starts (--lr-decay-from)"),
         ({"recipe": "fast"}, "--recipe fast: must be one of book, stable"),
     ],
 )
@@ -156,3 +162,24 @@ def test_a_run_shorter_than_log_every_writes_its_last_record_and_draws_its_plots
     (record,) = read_records(run / "metrics.jsonl")
     assert record["iteration"] == 5 and "loss_gen" in record and record["iters_per_sec"] > 0
     assert (run / "plots" / "losses.png").exists()
+
+
+def test_the_learning_rates_fall_to_zero_and_a_resume_that_adds_the_decay_is_the_run_that_had_it(
+    tiny_settings, tmp_path
+):
+    decayed = dict(lr=1e-3, dis_lr=4e-3, lr_decay_from=4, max_iters=8)
+    assert task.train(tiny_settings(tmp_path / "straight", **decayed)).exit_code == 0
+    state = load_checkpoint(tmp_path / "straight" / "checkpoints" / "checkpoint_8.pt")
+    rates = [state[name]["param_groups"][0]["lr"] for name in ("gen_optimizer", "dis_optimizer")]
+    assert rates == pytest.approx([1e-3 / 4, 4e-3 / 4])  # the last step's: a quarter of the way from 0
+    branch = tmp_path / "branch"
+    assert task.train(tiny_settings(branch, **{**decayed, "lr_decay_from": 0, "max_iters": 3})).exit_code == 0
+    assert task.train(tiny_settings(branch, **decayed), find_checkpoint(branch)).exit_code == 0
+
+    def losses(run):
+        return {i: (r["loss_gen"], r["loss_dis"]) for i, r in records_by_iteration(run / "metrics.jsonl").items()}
+
+    assert losses(branch) == losses(tmp_path / "straight")
+    constant = tmp_path / "constant"
+    assert task.train(tiny_settings(constant, **{**decayed, "lr_decay_from": 0})).exit_code == 0
+    assert losses(constant) != losses(branch) and all(losses(constant)[i] == losses(branch)[i] for i in (1, 2, 3, 4))

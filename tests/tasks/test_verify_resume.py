@@ -15,8 +15,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return exit_info.value.code, out, err
 
 
-# The stable recipe with every other technique on too: lazy R1, ADA's strength and the EMA warm-up span the kills.
+# The stable recipe with every other technique on too: lazy R1, ADA's strength, the EMA warm-up and the learning
+# rates' decay span the kills.
 EVERY_TECHNIQUE = ["--recipe", "stable", "--d-norm", "spectral+batchnorm", "--r1-every", "3", "--ema-warmup", "20"]
+EVERY_TECHNIQUE += ["--lr-decay-from", "4"]
 EVERY_TECHNIQUE += ["--augment", "translation,color,cutout", "--augment-p", "0", "--ada-target", "0.3"]
 EVERY_TECHNIQUE += ["--ada-speed", "100", "--eval-every", "8", "--collapse-factor", "1.05"]
 
