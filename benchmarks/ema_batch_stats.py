@@ -53,9 +53,15 @@ def real_frames(games: tuple[str, ...], samples: int, size: int, seed: int) -> t
     return spaced_frames(games, samples, size, seed=seed)
 
 
+@functools.cache
+def saved_state(path: Path, key: str) -> dict[str, torch.Tensor]:
+    """``key``'s state in the checkpoint at ``path``, read once: consecutive windows share their checkpoints."""
+    return load_checkpoint(path)[key]
+
+
 def averaged_weights(paths: list[Path], key: str) -> dict[str, torch.Tensor]:
     """The mean of ``key``'s state over the checkpoints at ``paths`` (counters: the last one's)."""
-    states = [load_checkpoint(path)[key] for path in paths]
+    states = [saved_state(path, key) for path in paths]
     return {
         name: sum(state[name] for state in states) / len(states) if value.is_floating_point() else value
         for name, value in states[-1].items()
@@ -103,9 +109,7 @@ def main() -> None:
         cells = [fid["fid"], fid["fid_ema"], fid["fid_own"], fid["fid_ema_own"]]
         print(f"| {path} | " + " | ".join(f"{value:.2f}" for value in cells) + " |", flush=True)
         if args.records:
-            record = {"iteration": checkpoint_iteration(path), "fid": fid["fid_own"], "fid_ema": fid["fid_ema_own"]}
-            with args.records.open("a") as file:
-                file.write(json.dumps({**record, "fid_statistics": "own"}) + "\n")
+            append_record(args.records, path, fid=fid["fid_own"], fid_ema=fid["fid_ema_own"])
 
 
 def slower_average(paths: list[Path], window: int, records: Path | None) -> None:
@@ -117,9 +121,14 @@ def slower_average(paths: list[Path], window: int, records: Path | None) -> None
         averaged = evaluate(path, paths[end - window + 1 : end + 1])["fid_ema_own"]
         print(f"| {path} | {averaged:.2f} |", flush=True)
         if records:
-            record = {"iteration": checkpoint_iteration(path), "fid_ema": averaged, "window": window}
-            with records.open("a") as file:
-                file.write(json.dumps({**record, "fid_statistics": "own"}) + "\n")
+            append_record(records, path, fid_ema=averaged, window=window)
+
+
+def append_record(records: Path, checkpoint: Path, **values: float) -> None:
+    """One ``metrics.jsonl``-style record of own-statistics FIDs for ``checkpoint``'s iteration."""
+    record = {"iteration": checkpoint_iteration(checkpoint), **values, "fid_statistics": "own"}
+    with records.open("a") as file:
+        file.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

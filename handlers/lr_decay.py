@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import PiecewiseLinear
+from ignite.handlers import BaseParamScheduler, PiecewiseLinear
 
 
 def decay_to_zero(
@@ -36,8 +36,10 @@ def decay_to_zero(
         trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
 
 
-def continue_from_iteration(engine: Engine, scheduler: PiecewiseLinear) -> None:
-    scheduler.event_index = engine.state.iteration  # the call of iteration i (1-based) computes the rate of i - 1
+def continue_from_iteration(engine: Engine, scheduler: BaseParamScheduler) -> None:
+    """At a start: an Ignite scheduler attached per iteration (a rate, the EMA's warm-up) goes on from the trainer's
+    iteration, not from 0; its call at iteration i (1-based) then computes the value of i - 1, as in a straight run."""
+    scheduler.event_index = engine.state.iteration
 
 
 class DecayOnRise:

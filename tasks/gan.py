@@ -20,7 +20,7 @@ from engines.gan import PRECISIONS, GanStep, create_gan_trainer
 from engines.kernel_plan import KernelPlan
 from handlers import SampleSheets
 from handlers.ema import ema_handler_class
-from handlers.lr_decay import decay_to_zero
+from handlers.lr_decay import continue_from_iteration, decay_to_zero
 from runner.checkpoint_files import ResumePoint
 from runner.device import resolve_precision
 from runner.distributed import is_main_process, per_rank, wrap_model
@@ -161,10 +161,7 @@ def attach_ema(
     ema.attach(trainer)
     if settings.ema_warmup:
         # The warm-up counts its own events from 0 at each start: a resumed run goes on from its iteration instead.
-        @trainer.on(Events.STARTED)
-        def continue_warmup(engine: Engine) -> None:
-            ema.momentum_scheduler.event_index = engine.state.iteration
-
+        trainer.add_event_handler(Events.STARTED, continue_from_iteration, ema.momentum_scheduler)
     return ema.ema_model
 
 
