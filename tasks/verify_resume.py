@@ -15,12 +15,14 @@ import argparse
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +116,24 @@ def newest_iteration(metrics: Path, offset: int) -> tuple[int, int]:
     return max(iterations, default=0), offset + len(complete)
 
 
+def typical_iteration(seen: list[tuple[int, float]]) -> float:
+    """Seconds per iteration from the (iteration, time) pairs seen so far: the median over the gaps between them, so
+    an evaluation or a checkpoint inside one gap (seconds, against milliseconds per step) does not count as the
+    length of an iteration; 0.01 until two are seen."""
+    gaps = [(later - earlier) / (after - before) for (before, earlier), (after, later) in pairwise(seen)]
+    return statistics.median(gaps) if gaps else 0.01
+
+
 def kill_at(process: subprocess.Popen, metrics: Path, iteration: int, rng: random.Random) -> bool:
     """SIGKILL ``process`` at a random instant of the iteration after it logs ``iteration``; False if it ended first."""
     offset = metrics.stat().st_size if metrics.exists() else 0
-    first: tuple[int, float] | None = None  # the first iteration this process logged, and when
+    seen: list[tuple[int, float]] = []  # each new iteration this process logged, and when it was seen
     while process.poll() is None:
-        seen, offset = newest_iteration(metrics, offset)
-        now = time.monotonic()
-        if seen and first is None:
-            first = (seen, now)
-        if seen >= iteration:
-            per_iteration = (now - first[1]) / (seen - first[0]) if seen > first[0] else 0.01
-            time.sleep(rng.uniform(0, per_iteration))
+        newest, offset = newest_iteration(metrics, offset)
+        if newest and (not seen or newest > seen[-1][0]):
+            seen.append((newest, time.monotonic()))
+        if newest >= iteration:
+            time.sleep(rng.uniform(0, typical_iteration(seen)))
             if process.poll() is not None:
                 return False
             process.send_signal(signal.SIGKILL)

@@ -33,6 +33,17 @@ def test_the_atari_gan_with_every_technique_killed_and_resumed_is_exact(capsys, 
     assert (tmp_path / "killed" / "checkpoints").is_dir() and (tmp_path / "uninterrupted" / "config.json").exists()
 
 
+def test_a_kill_lands_within_a_typical_iteration_not_within_an_evaluation():
+    """An evaluation between two logged iterations (seconds, against milliseconds per step) must not stretch the
+    random delay of a kill past the run's end: the delay is drawn from the median step."""
+    from tasks.verify_resume import typical_iteration
+
+    seen = [(15, 0.0), (16, 0.1), (17, 8.1), (18, 8.2), (19, 8.3)]  # an evaluation at 16
+    assert typical_iteration(seen) == pytest.approx(0.1)
+    assert typical_iteration([(3, 0.0), (7, 2.0)]) == pytest.approx(0.5)  # several iterations in one poll
+    assert typical_iteration([(3, 0.0)]) == 0.01
+
+
 def test_kills_start_after_the_first_checkpoint_the_flags_ask_for_not_the_first_one_kept():
     from tasks.atari_gan import AtariGan
     from tasks.verify_resume import checkpoint_schedule
