@@ -3,12 +3,16 @@
     python benchmarks/fid_summary.py runs/atari_gan-<time> [--plot fid.png]
     python benchmarks/fid_summary.py runs/stable-s0 runs/stable-s1 runs/book-s0 --keys fid_ema --plot fids.png
     python benchmarks/fid_summary.py runs/stable-s0 --records own_statistics.jsonl   # ema_batch_stats.py's records
+    python benchmarks/fid_summary.py runs/book-s0 runs/stable-s0 runs/stable-s0/own_statistics.jsonl --keys fid_ema
 
 Prints, for ``fid`` (G) and ``fid_ema`` (its moving average): the best value and its iteration, then over the
 evaluations of the last third of the iterations the min, max, mean and standard deviation, and the largest value
 there as a multiple of the best (a collapse shows in it); and one Markdown table row per evaluation, for
 docs/atari_gan.md. With several runs each line is prefixed by the run's folder name, and the table has a column per
-run and key. ``--plot`` draws every curve on one axis (log scale).
+run and key. A records file given in place of a run directory is read as it is (named by its folder and file), so
+runs and re-evaluations share one table and plot. ``--plot`` draws every curve on one axis (log scale); a curve
+evaluated with training's running statistics (``"fid_statistics": "running"``, or runs from before the field) is
+dashed.
 """
 
 import argparse
@@ -22,8 +26,17 @@ LABELS = {"fid": "G", "fid_ema": "moving average of G"}
 
 
 def evaluations(run_dir: Path, records_name: str = "metrics.jsonl") -> dict[int, dict]:
-    records = records_by_iteration(run_dir / records_name)
+    """The run's evaluations by iteration; ``run_dir`` may instead be a records file, read as it is."""
+    records = records_by_iteration(run_dir if run_dir.is_file() else run_dir / records_name)
     return {i: r for i, r in sorted(records.items()) if isinstance(r.get("fid"), int | float)}
+
+
+def run_name(path: Path) -> str:
+    return f"{path.parent.name} {path.stem}" if path.is_file() else path.name
+
+
+def with_running_statistics(evaluated: dict[int, dict]) -> bool:
+    return any(record.get("fid_statistics", "running") == "running" for record in evaluated.values())
 
 
 def summary_line(evaluated: dict[int, dict], key: str) -> str | None:
@@ -64,7 +77,7 @@ def main() -> None:
         help="the file of each run directory to read (ema_batch_stats.py --records writes re-evaluations)",
     )
     args = parser.parse_args()
-    runs = {run_dir.name: evaluations(run_dir, args.records) for run_dir in args.run_dirs}
+    runs = {run_name(run_dir): evaluations(run_dir, args.records) for run_dir in args.run_dirs}
     for name, evaluated in runs.items():
         for key in KEYS:
             line = summary_line(evaluated, key)
@@ -86,8 +99,10 @@ def plot(runs: dict[str, dict[int, dict]], keys: list[str], out: Path) -> None:
         for key in keys:
             points = [(i, r[key]) for i, r in evaluated.items() if isinstance(r.get(key), int | float)]
             label = f"{name}: {LABELS[key]}" if len(runs) > 1 else f"{LABELS[key]}"
+            running = with_running_statistics(evaluated)
+            style, label = ("--", f"{label} (running statistics)") if running else ("-", label)
             if points:
-                ax.plot(*zip(*points, strict=True), marker="o", markersize=2, linewidth=1.2, label=label)
+                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=2, linewidth=1.2, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("Atari-FID (lower is better)")

@@ -249,3 +249,18 @@ def test_the_slower_average_is_the_mean_of_the_kept_averages(monkeypatch):
     monkeypatch.setattr(benchmark, "load_checkpoint", lambda path: kept[str(path)])
     mean = benchmark.averaged_weights([Path("a.pt"), Path("b.pt")], "generator_ema")
     assert torch.equal(mean["weight"], torch.tensor([2.0, 5.0])) and mean["num_batches_tracked"].item() == 9
+
+
+def test_the_fid_summary_reads_a_records_file_beside_run_directories_and_knows_their_statistics(tmp_path):
+    import json
+
+    fid_summary = load("fid_summary")
+    run = tmp_path / "stable-s0"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"iteration": 500, "fid": 9.0, "fid_ema": 8.0}) + "\n")
+    own = {"iteration": 500, "fid": 5.0, "fid_ema": 3.0, "fid_statistics": "own"}
+    (run / "own_statistics.jsonl").write_text(json.dumps(own) + "\n")
+    logged, reevaluated = fid_summary.evaluations(run), fid_summary.evaluations(run / "own_statistics.jsonl")
+    assert logged[500]["fid_ema"] == 8.0 and reevaluated[500]["fid_ema"] == 3.0
+    assert fid_summary.run_name(run / "own_statistics.jsonl") == "stable-s0 own_statistics"
+    assert fid_summary.with_running_statistics(logged) and not fid_summary.with_running_statistics(reevaluated)
