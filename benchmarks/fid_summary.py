@@ -96,11 +96,10 @@ def plot(runs: dict[str, dict[int, dict]], keys: list[str], out: Path) -> None:
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     for name, evaluated in runs.items():
+        style, note = ("--", " (running statistics)") if with_running_statistics(evaluated) else ("-", "")
         for key in keys:
             points = [(i, r[key]) for i, r in evaluated.items() if isinstance(r.get(key), int | float)]
-            label = f"{name}: {LABELS[key]}" if len(runs) > 1 else f"{LABELS[key]}"
-            running = with_running_statistics(evaluated)
-            style, label = ("--", f"{label} (running statistics)") if running else ("-", label)
+            label = (f"{name}: {LABELS[key]}" if len(runs) > 1 else LABELS[key]) + note
             if points:
                 ax.plot(*zip(*points, strict=True), style, marker="o", markersize=2, linewidth=1.2, label=label)
     ax.set_yscale("log")
