@@ -53,9 +53,10 @@ def real_frames(games: tuple[str, ...], samples: int, size: int, seed: int) -> t
     return spaced_frames(games, samples, size, seed=seed)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def saved_state(path: Path, key: str) -> dict[str, torch.Tensor]:
-    """``key``'s state in the checkpoint at ``path``, read once: consecutive windows share their checkpoints."""
+    """``key``'s state in the checkpoint at ``path``, read once: consecutive windows share their checkpoints (windows
+    move forward in order: the newest 16 serve any window up to 16, and a long list does not pile up in memory)."""
     return load_checkpoint(path)[key]
 
 
