@@ -6,6 +6,9 @@
 A resumed run appends to the same file: iterations between the checkpoint and the moment the first run died appear
 twice, and the later record is the one that counts (``records_by_iteration``). A ``{"resumed_from": N}`` line marks
 each resume.
+
+A *branch* (``--resume <checkpoint> --output-dir <new folder>``) starts its file with the history it branches from
+(``MetricsLog.carry``): the other run's records up to the checkpoint, then its own ``resumed_from`` line.
 """
 
 import json
@@ -15,7 +18,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-from runner.files import reported_write
+from runner.files import reported_write, write_atomically
 
 
 def _plain(value: Any) -> Any:
@@ -52,6 +55,18 @@ class MetricsLog:
     def log_iteration(self, engine: Engine) -> None:
         output = engine.state.output if isinstance(engine.state.output, dict) else {"output": engine.state.output}
         self.write({"iteration": engine.state.iteration, **output, **engine.state.metrics})
+
+    def carry(self, source: Path, up_to: int) -> None:
+        """Begin this (new) file with the records of ``source`` up to iteration ``up_to``, in file order, so that
+        after a resume there the later record still counts. The records after ``up_to`` are that run's future, not
+        this one's: they are left out, and ``source`` is only read."""
+
+        def in_history(record: dict[str, Any]) -> bool:
+            at = record.get("iteration", record.get("resumed_from"))
+            return isinstance(at, int) and at <= up_to
+
+        lines = [json.dumps(record) + "\n" for record in read_records(source) if in_history(record)]
+        write_atomically(self.path, "".join(lines).encode())
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps({key: _plain(value) for key, value in record.items()})

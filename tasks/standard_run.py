@@ -251,6 +251,8 @@ class StandardRun:
             resumer.load(resume.state)
             self.task.loaded(resume, context)
             if self.writes:
+                if run.path.resolve() != resume.run_dir.resolve():  # a branch: it starts with the history it left
+                    context.metrics_log.carry(RunLayout(resume.run_dir).metrics, resume.iteration)
                 context.metrics_log.write({"resumed_from": resume.iteration, "checkpoint": str(resume.path)})
         return context, resumer
 

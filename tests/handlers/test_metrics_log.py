@@ -155,3 +155,31 @@ def test_read_records_skips_blank_and_garbage_lines(tmp_path):
     path.write_text('{"iteration": 1}\n\nnot json\n{"iteration": 2}\n')
 
     assert read_records(path) == [{"iteration": 1}, {"iteration": 2}]
+
+
+def test_a_branch_carries_the_history_up_to_its_checkpoint_and_not_the_other_runs_future(tmp_path):
+    source = tmp_path / "run" / "metrics.jsonl"
+    source.parent.mkdir()
+    history = [
+        {"iteration": 1, "loss": 1.0},
+        {"iteration": 2, "loss": 2.0},
+        {"iteration": 3, "loss": 3.0},
+        {"resumed_from": 2, "checkpoint": "c.pt"},
+        {"iteration": 3, "loss": 30.0},
+        {"iteration": 3, "fid": 9.0},
+        {"iteration": 4, "loss": 40.0},
+        {"resumed_from": 4, "checkpoint": "d.pt"},
+        {"iteration": 5, "loss": 50.0},
+    ]
+    source.write_text("".join(json.dumps(record) + "\n" for record in history))
+    before = source.read_bytes()
+    branch = tmp_path / "branch" / "metrics.jsonl"
+    branch.parent.mkdir()
+
+    log = MetricsLog(branch, every=1)
+    log.carry(source, up_to=3)
+    log.write({"resumed_from": 3})
+
+    assert read_records(branch) == [*history[:6], {"resumed_from": 3}]
+    assert records_by_iteration(branch)[3] == {"iteration": 3, "loss": 30.0, "fid": 9.0}
+    assert source.read_bytes() == before
