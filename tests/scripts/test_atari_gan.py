@@ -97,22 +97,6 @@ def test_stopped_at_15_and_resumed_to_30_logs_identical_losses(reference_run, tm
     )
 
 
-def test_a_branch_from_a_checkpoint_into_a_new_folder_keeps_the_history_and_leaves_the_run_alone(
-    reference_run, tmp_path
-):
-    """``--resume <checkpoint> --output-dir <new>``: the branch goes on exactly, starts its metrics with the history
-    before the checkpoint, and changes nothing in the run it came from."""
-    before = tree_digest(reference_run)
-    branch = tmp_path / "branch"
-    checkpoint = reference_run / "checkpoints" / "checkpoint_15.pt"
-    result = run_launcher("--resume", str(checkpoint), "--output-dir", str(branch), "--max-iters", "20")
-    assert result.returncode == 0, result.stderr
-    assert tree_digest(reference_run) == before
-    assert losses(branch, range(1, 21)) == losses(reference_run, range(1, 21))
-    markers = [r for r in read_records(branch / "metrics.jsonl") if "resumed_from" in r]
-    assert markers == [{"resumed_from": 15, "checkpoint": str(checkpoint)}]
-
-
 def test_killed_at_random_moments_and_resumed_ends_with_the_uninterrupted_numbers(reference_run, tmp_path):
     """SIGKILL twice at random points (checkpoints every 3 iterations, so some kills land mid-write), then finish."""
     run_dir = tmp_path / "K"

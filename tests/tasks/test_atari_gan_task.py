@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import tasks.atari_gan as task
-from conftest import damage_tensor_data, engine_factory_with
-from handlers.metrics_log import records_by_iteration
+from conftest import damage_tensor_data, engine_factory_with, tree_digest
+from handlers.metrics_log import read_records, records_by_iteration
 from runner.checkpoint_files import ResumePoint, checkpoint_files, find_checkpoint, load_checkpoint
 from runner.device import bf16_supported
 from runner.errors import UserError
@@ -38,16 +38,23 @@ def test_evaluations_and_early_stopping_can_be_turned_on_at_a_resume(tmp_path, t
     assert result.exit_code == 0 and result.iteration == 10 and result.best is not None
 
 
-def test_resume_into_a_new_directory_starts_a_new_run_folder(tmp_path, tiny_settings):
-    first = tiny_settings(tmp_path / "first", max_iters=10)
+def test_resume_into_a_new_directory_branches_with_the_history_and_leaves_the_original_alone(tmp_path, tiny_settings):
+    """A branch (``--resume <checkpoint> --output-dir <new>``) goes on exactly, its metrics start with the original's
+    records up to the checkpoint, and the original run is only read."""
+    first = tiny_settings(tmp_path / "first", max_iters=10, checkpoint_every=5)
     assert task.train(first).exit_code == 0
-    checkpoint = find_checkpoint(tmp_path / "first")
-    second = tiny_settings(tmp_path / "second", max_iters=15, resume=str(tmp_path / "first"))
+    before = tree_digest(tmp_path / "first")
+    checkpoint = find_checkpoint(tmp_path / "first" / "checkpoints" / "checkpoint_5.pt")
+    second = tiny_settings(tmp_path / "second", max_iters=10, resume=str(checkpoint.path))
     assert task.train(second, checkpoint).exit_code == 0
-    records = records_by_iteration(tmp_path / "second" / "metrics.jsonl")
-    assert sorted(records) == list(range(11, 16))
     assert (tmp_path / "second" / "config.json").exists()
-    assert max(records_by_iteration(tmp_path / "first" / "metrics.jsonl")) == 10  # the original is untouched
+    assert tree_digest(tmp_path / "first") == before
+    branch, original = (records_by_iteration(tmp_path / name / "metrics.jsonl") for name in ("second", "first"))
+    losses = ("loss_gen", "loss_dis", "avg_loss_gen", "avg_loss_dis")
+    assert sorted(branch) == sorted(original) == list(range(1, 11))
+    assert all([branch[i][key] for key in losses] == [original[i][key] for key in losses] for i in branch)
+    markers = [r for r in read_records(tmp_path / "second" / "metrics.jsonl") if "resumed_from" in r]
+    assert markers == [{"resumed_from": 5, "checkpoint": str(checkpoint.path)}]
 
 
 def test_a_run_with_fid_evaluations_trains_exactly_like_one_without(tmp_path, tiny_settings):
