@@ -12,7 +12,7 @@ docs/atari_gan.md. With several runs each line is prefixed by the run's folder n
 run and key. A records file given in place of a run directory is read as it is (named by its folder and file), so
 runs and re-evaluations share one table and plot. ``--plot`` draws every curve on one axis (log scale); a curve
 evaluated with training's running statistics (``"fid_statistics": "running"``, or runs from before the field) is
-dashed.
+dashed, and a branch's curve is dashed up to where its own evaluations (own statistics) begin.
 """
 
 import argparse
@@ -36,7 +36,30 @@ def run_name(path: Path) -> str:
 
 
 def with_running_statistics(evaluated: dict[int, dict]) -> bool:
-    return any(record.get("fid_statistics", "running") == "running" for record in evaluated.values())
+    return any(statistics_of(record) == "running" for record in evaluated.values())
+
+
+def statistics_of(record: dict) -> str:
+    return record.get("fid_statistics", "running")
+
+
+def segments(points: list[tuple[int, float, str]]) -> list[list[tuple[int, float, str]]]:
+    """Consecutive points evaluated alike; each segment after the first starts at the previous one's last point, so
+    the curve stays joined where the evaluation changed."""
+    parts: list[list[tuple[int, float, str]]] = []
+    for point in points:
+        if parts and parts[-1][-1][2] == point[2]:
+            parts[-1].append(point)
+        else:
+            parts.append(([parts[-1][-1]] if parts else []) + [point])
+    return parts
+
+
+def statistics_note(points: list[tuple[int, float, str]]) -> str:
+    running = [i for i, _, statistics in points if statistics == "running"]
+    if not running:
+        return ""
+    return " (running statistics)" if len(running) == len(points) else f" (running statistics to {max(running)})"
 
 
 def summary_line(evaluated: dict[int, dict], key: str) -> str | None:
@@ -96,12 +119,17 @@ def plot(runs: dict[str, dict[int, dict]], keys: list[str], out: Path) -> None:
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     for name, evaluated in runs.items():
-        style, note = ("--", " (running statistics)") if with_running_statistics(evaluated) else ("-", "")
         for key in keys:
-            points = [(i, r[key]) for i, r in evaluated.items() if isinstance(r.get(key), int | float)]
-            label = (f"{name}: {LABELS[key]}" if len(runs) > 1 else LABELS[key]) + note
-            if points:
-                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=2, linewidth=1.2, label=label)
+            numbers = {i: r for i, r in evaluated.items() if isinstance(r.get(key), int | float)}
+            points = [(i, r[key], statistics_of(r)) for i, r in numbers.items()]
+            label = f"{name}: {LABELS[key]}" if len(runs) > 1 else LABELS[key]
+            color = None
+            for n, segment in enumerate(segments(points)):  # a branch: running statistics up to where it left
+                shown = f"{label}{statistics_note(points)}" if n == 0 else None
+                style = "--" if segment[-1][2] == "running" else "-"
+                xs, ys = [i for i, _, _ in segment], [v for _, v, _ in segment]
+                (line,) = ax.plot(xs, ys, style, color=color, marker="o", markersize=2, linewidth=1.2, label=shown)
+                color = line.get_color()
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("Atari-FID (lower is better)")

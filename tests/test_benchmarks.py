@@ -264,3 +264,12 @@ def test_the_fid_summary_reads_a_records_file_beside_run_directories_and_knows_t
     assert logged[500]["fid_ema"] == 8.0 and reevaluated[500]["fid_ema"] == 3.0
     assert fid_summary.run_name(run / "own_statistics.jsonl") == "stable-s0 own_statistics"
     assert fid_summary.with_running_statistics(logged) and not fid_summary.with_running_statistics(reevaluated)
+
+
+def test_a_branchs_curve_is_dashed_up_to_where_its_evaluation_changed_and_stays_joined():
+    fid_summary = load("fid_summary")
+    points = [(500, 9.0, "running"), (1000, 8.0, "running"), (1500, 3.0, "own"), (2000, 2.0, "own")]
+    assert fid_summary.segments(points) == [points[:2], points[1:]]
+    assert fid_summary.statistics_note(points) == " (running statistics to 1000)"
+    assert fid_summary.statistics_note(points[2:]) == "" and fid_summary.segments(points[2:]) == [points[2:]]
+    assert fid_summary.statistics_note(points[:2]) == " (running statistics)"
