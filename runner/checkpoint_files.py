@@ -52,6 +52,10 @@ class ResumePoint(NamedTuple):
     def run_dir(self) -> Path:
         return run_dir_of_checkpoint(self.path)
 
+    def continues_in(self, run_dir: Path) -> bool:
+        """Whether a run resumed from here into ``run_dir`` continues its own run (not a branch into a new folder)."""
+        return Path(run_dir).resolve() == self.run_dir.resolve()
+
 
 def checkpoint_files(directory: Path) -> list[Path]:
     """``checkpoint_<iteration>.pt`` files in ``directory``, oldest iteration first."""

@@ -158,7 +158,7 @@ class StandardRun:
         data = self.task.prepare(device, resume)
         try:
             run_dir = Path(self.settings.output_dir)
-            continuing = resume is not None and run_dir.resolve() == resume.run_dir.resolve()
+            continuing = resume is not None and resume.continues_in(run_dir)
             with open_run_directory(run_dir, continuing=continuing) as run:
                 return self.train_in(run, data, device)
         finally:
@@ -251,7 +251,7 @@ class StandardRun:
             resumer.load(resume.state)
             self.task.loaded(resume, context)
             if self.writes:
-                if run.path.resolve() != resume.run_dir.resolve():  # a branch: it starts with the history it left
+                if not resume.continues_in(run.path):  # a branch: it starts with the history it left
                     context.metrics_log.carry(RunLayout(resume.run_dir).metrics, resume.iteration)
                 context.metrics_log.write({"resumed_from": resume.iteration, "checkpoint": str(resume.path)})
         return context, resumer
